@@ -72,11 +72,7 @@ pub enum EventError {
     #[error("unknown detail-type {0:?}")]
     UnknownDetailType(String),
     #[error("detail-type {detail_type} must come from source {expected:?}, not {actual:?}")]
-    UnexpectedSource {
-        detail_type: DetailType,
-        expected: &'static str,
-        actual: String,
-    },
+    UnexpectedSource { detail_type: DetailType, expected: &'static str, actual: String },
     #[error("invalid {field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
     #[error(transparent)]
@@ -120,16 +116,12 @@ impl EmailAddress {
 
     pub fn parse(raw: impl Into<String>) -> Result<Self, EventError> {
         let raw = raw.into();
-        let invalid = |reason: &str| EventError::InvalidField {
-            field: "email",
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| EventError::InvalidField { field: "email", reason: reason.to_owned() };
         if raw.is_empty() || raw.chars().count() > Self::MAX_CHARS {
             return Err(invalid("must be 1 to 254 characters"));
         }
         let (local, domain) = raw.rsplit_once('@').ok_or_else(|| invalid("has no @"))?;
-        let forbidden =
-            |c: char| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c);
+        let forbidden = |c: char| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c);
         if local.is_empty() || local.len() > 64 || local.chars().any(forbidden) {
             return Err(invalid("the part before @ is not a mailbox name"));
         }
@@ -144,9 +136,7 @@ impl EmailAddress {
                 && !l.ends_with('-')
                 && l.chars().all(|c| c.is_alphanumeric() || c == '-')
         };
-        if labels.len() < 2
-            || !labels.iter().all(label_ok)
-            || labels.last().is_some_and(|tld| tld.len() < 2)
+        if labels.len() < 2 || !labels.iter().all(label_ok) || labels.last().is_some_and(|tld| tld.len() < 2)
         {
             return Err(invalid("the part after @ is not a domain name"));
         }
@@ -195,10 +185,7 @@ impl DisplayName {
         {
             return Err(EventError::InvalidField {
                 field,
-                reason: format!(
-                    "must be 1 to {} characters without control characters",
-                    Self::MAX_CHARS
-                ),
+                reason: format!("must be 1 to {} characters without control characters", Self::MAX_CHARS),
             });
         }
         Ok(Self(trimmed.to_owned()))
@@ -333,10 +320,7 @@ impl DomainEvent {
             }
             DetailType::RankingRequestUpdate => {
                 let d: RankingUpdateRequested = parse(detail)?;
-                if d.trigger.is_empty()
-                    || d.trigger.len() > 64
-                    || d.trigger.chars().any(char::is_control)
-                {
+                if d.trigger.is_empty() || d.trigger.len() > 64 || d.trigger.chars().any(char::is_control) {
                     return Err(EventError::InvalidField {
                         field: "trigger",
                         reason: "must be 1 to 64 plain characters".into(),
@@ -345,9 +329,7 @@ impl DomainEvent {
                 DomainEvent::RankingUpdateRequested(d)
             }
             DetailType::RankingPipeline => {
-                return Err(EventError::UnknownDetailType(
-                    detail_type.as_str().to_owned(),
-                ));
+                return Err(EventError::UnknownDetailType(detail_type.as_str().to_owned()));
             }
         };
         Ok(event)
@@ -365,8 +347,8 @@ pub struct ParsedEvent {
 impl ParsedEvent {
     /// Parses raw JSON as EventBridge delivers it to a target.
     pub fn from_json(raw: &[u8]) -> Result<Self, EventError> {
-        let envelope: EventEnvelope = serde_json::from_slice(raw)
-            .map_err(|e| EventError::Malformed(format!("envelope: {e}")))?;
+        let envelope: EventEnvelope =
+            serde_json::from_slice(raw).map_err(|e| EventError::Malformed(format!("envelope: {e}")))?;
         Self::from_envelope(&envelope)
     }
 
@@ -382,14 +364,9 @@ impl ParsedEvent {
             });
         }
         let id = EventId::parse(envelope.id.clone())?;
-        let time = time::OffsetDateTime::parse(
-            &envelope.time,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .map_err(|e| EventError::InvalidField {
-            field: "time",
-            reason: e.to_string(),
-        })?;
+        let time =
+            time::OffsetDateTime::parse(&envelope.time, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| EventError::InvalidField { field: "time", reason: e.to_string() })?;
         let time = Timestamp::from_datetime(time)?;
         let event = DomainEvent::from_detail(detail_type, &envelope.detail)?;
         Ok(Self { id, time, event })
@@ -448,11 +425,7 @@ mod tests {
         let parsed = ParsedEvent::from_json(&raw).unwrap();
         let i = parsed.interaction().unwrap();
         assert_eq!(
-            (
-                i.user_id.as_str(),
-                i.item_id.as_str(),
-                i.event_type.as_str()
-            ),
+            (i.user_id.as_str(), i.item_id.as_str(), i.event_type.as_str()),
             ("s-1", "A1", "enrolled")
         );
         assert_eq!(i.timestamp.epoch_seconds(), 1_795_168_800);
@@ -474,13 +447,8 @@ mod tests {
             json!({"studentId": "1", "fileUrl": "s3://b/k", "classId": "A1", "grade": 9}),
         );
         let parsed = ParsedEvent::from_json(&raw).unwrap();
-        assert_eq!(
-            parsed.interaction().unwrap().event_type.as_str(),
-            "submitAssignment"
-        );
-        let DomainEvent::AssignmentSubmitted(d) = parsed.event else {
-            panic!("wrong kind")
-        };
+        assert_eq!(parsed.interaction().unwrap().event_type.as_str(), "submitAssignment");
+        let DomainEvent::AssignmentSubmitted(d) = parsed.event else { panic!("wrong kind") };
         assert_eq!(d.extra.get("grade"), Some(&json!(9)));
     }
 
@@ -488,14 +456,8 @@ mod tests {
     fn bad_events_say_why() {
         let cases = [
             (b"{not json".to_vec(), "malformed event"),
-            (
-                envelope("student.graduated", "api.student", json!({})),
-                "unknown detail-type",
-            ),
-            (
-                envelope("student.enrolled", "api.teacher", json!({})),
-                "must come from source",
-            ),
+            (envelope("student.graduated", "api.student", json!({})), "unknown detail-type"),
+            (envelope("student.enrolled", "api.teacher", json!({})), "must come from source"),
             (
                 envelope(
                     "student.enrolled",
@@ -512,32 +474,20 @@ mod tests {
                 ),
                 "257 characters",
             ),
-            (
-                envelope("ranking.requestUpdate", "api.ranking", json!({})),
-                "missing field `trigger`",
-            ),
+            (envelope("ranking.requestUpdate", "api.ranking", json!({})), "missing field `trigger`"),
         ];
         for (raw, expected) in cases {
             let err = ParsedEvent::from_json(&raw).unwrap_err().to_string();
-            assert!(
-                err.contains(expected),
-                "{err:?} should mention {expected:?}"
-            );
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
         }
     }
 
     #[test]
     fn emails() {
-        for ok in [
-            "a@b.co",
-            "an.nguyen+class@truong.edu.vn",
-            "x@xn--80ak6aa92e.com",
-        ] {
+        for ok in ["a@b.co", "an.nguyen+class@truong.edu.vn", "x@xn--80ak6aa92e.com"] {
             assert!(EmailAddress::parse(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "", "a", "a@b", "@b.co", "a@.co", "a b@c.co", "a@b..co", "a@-b.co", ".a@b.co", "a@b.c",
-        ] {
+        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a b@c.co", "a@b..co", "a@-b.co", ".a@b.co", "a@b.c"] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad}");
         }
     }
@@ -552,17 +502,12 @@ mod tests {
             class_name: None,
         };
         let printed = format!("{e:?}");
-        assert!(
-            !printed.contains("an@example.com") && !printed.contains("Nguyễn"),
-            "{printed}"
-        );
+        assert!(!printed.contains("an@example.com") && !printed.contains("Nguyễn"), "{printed}");
     }
 
     #[test]
     fn detail_json_round_trips() {
-        let e = DomainEvent::RankingUpdateRequested(RankingUpdateRequested {
-            trigger: "manual".into(),
-        });
+        let e = DomainEvent::RankingUpdateRequested(RankingUpdateRequested { trigger: "manual".into() });
         let back = DomainEvent::from_detail(e.detail_type(), &e.detail_json()).unwrap();
         assert_eq!(back, e);
     }

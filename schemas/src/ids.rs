@@ -32,10 +32,7 @@ fn check_id(kind: &'static str, raw: &str) -> Result<(), IdError> {
         }
         chars += 1;
         if chars > MAX_ID_CHARS {
-            return Err(IdError::TooLong {
-                kind,
-                chars: raw.chars().count(),
-            });
+            return Err(IdError::TooLong { kind, chars: raw.chars().count() });
         }
     }
     Ok(())
@@ -135,20 +132,8 @@ mod tests {
     #[test]
     fn rejects_with_a_reason() {
         assert_eq!(UserId::parse(""), Err(IdError::Empty { kind: "userId" }));
-        assert_eq!(
-            ItemId::parse("x".repeat(257)),
-            Err(IdError::TooLong {
-                kind: "itemId",
-                chars: 257
-            })
-        );
-        assert_eq!(
-            UserId::parse("ab\ncd"),
-            Err(IdError::ControlCharacter {
-                kind: "userId",
-                position: 2
-            })
-        );
+        assert_eq!(ItemId::parse("x".repeat(257)), Err(IdError::TooLong { kind: "itemId", chars: 257 }));
+        assert_eq!(UserId::parse("ab\ncd"), Err(IdError::ControlCharacter { kind: "userId", position: 2 }));
         assert_eq!(
             UserId::parse("x".repeat(300)).unwrap_err().to_string(),
             "userId is 300 characters long; the limit is 256"

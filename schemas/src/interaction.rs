@@ -10,13 +10,7 @@ use crate::ids::{ItemId, UserId};
 /// Exact header of the CSV Personalize imports when no EVENT_VALUE is present.
 pub const CSV_HEADER: [&str; 4] = ["USER_ID", "ITEM_ID", "TIMESTAMP", "EVENT_TYPE"];
 /// Exact header of the CSV Personalize imports when EVENT_VALUE is present.
-pub const CSV_HEADER_WITH_VALUE: [&str; 5] = [
-    "USER_ID",
-    "ITEM_ID",
-    "TIMESTAMP",
-    "EVENT_TYPE",
-    "EVENT_VALUE",
-];
+pub const CSV_HEADER_WITH_VALUE: [&str; 5] = ["USER_ID", "ITEM_ID", "TIMESTAMP", "EVENT_TYPE", "EVENT_VALUE"];
 
 /// Personalize's limit on categorical string values such as EVENT_TYPE.
 pub const MAX_EVENT_TYPE_CHARS: usize = 1000;
@@ -25,9 +19,7 @@ pub const MAX_EVENT_ID_CHARS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InteractionError {
-    #[error(
-        "eventType must be 1 to {MAX_EVENT_TYPE_CHARS} characters without control characters or commas"
-    )]
+    #[error("eventType must be 1 to {MAX_EVENT_TYPE_CHARS} characters without control characters or commas")]
     BadEventType,
     #[error("eventId must be 1 to {MAX_EVENT_ID_CHARS} characters without control characters")]
     BadEventId,
@@ -40,9 +32,7 @@ pub enum InteractionError {
 fn plain_text(raw: &str, max_chars: usize, allow_comma: bool) -> bool {
     !raw.is_empty()
         && raw.chars().count() <= max_chars
-        && !raw
-            .chars()
-            .any(|c| c.is_control() || (!allow_comma && c == ','))
+        && !raw.chars().any(|c| c.is_control() || (!allow_comma && c == ','))
 }
 
 /// An EVENT_TYPE value such as `enrolled`. Categorical in Personalize, so kept plain.
@@ -243,10 +233,7 @@ mod tests {
 
     #[test]
     fn non_finite_values_are_refused() {
-        assert_eq!(
-            Interaction::validate_value(Some(f32::NAN)),
-            Err(InteractionError::BadEventValue)
-        );
+        assert_eq!(Interaction::validate_value(Some(f32::NAN)), Err(InteractionError::BadEventValue));
         assert_eq!(Interaction::validate_value(Some(2.5)), Ok(Some(2.5)));
     }
 }

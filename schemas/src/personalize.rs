@@ -32,11 +32,7 @@ mod tests {
         let names: Vec<&str> = f.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, crate::interaction::CSV_HEADER_WITH_VALUE);
         assert_eq!(f[2].1, "long", "TIMESTAMP is epoch seconds as a long");
-        assert_eq!(
-            f[4].1,
-            serde_json::json!(["null", "float"]),
-            "EVENT_VALUE is an optional float"
-        );
+        assert_eq!(f[4].1, serde_json::json!(["null", "float"]), "EVENT_VALUE is an optional float");
     }
 
     #[test]
