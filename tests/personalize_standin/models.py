@@ -191,6 +191,14 @@ def _path(name: str) -> str:
     return name[1:] if name.startswith(".") else (name or "input")
 
 
+_PYTHON_TO_WIRE = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "dict": "object", "list": "array", "Decimal": "number"}
+
+
+def _type_name(python_type: str) -> str:
+    match = re.match(r"<class '(?:\w+\.)*(\w+)'>", python_type)
+    return _PYTHON_TO_WIRE.get(match[1], match[1]) if match else python_type
+
+
 def _describe(error) -> Violation:
     """A Coral-style message, as the real service words its validation errors."""
     rule, name, extra = error
@@ -214,7 +222,7 @@ def _describe(error) -> Violation:
             path,
             rule,
             f"Value '{shown}' at '{path}' failed to satisfy constraint: Member must be of type "
-            f"{' or '.join(extra['valid_types'])}",
+            f"{' or '.join(_type_name(t) for t in extra['valid_types'])}",
         )
     if rule == "invalid length":
         return Violation(

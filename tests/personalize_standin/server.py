@@ -287,7 +287,7 @@ class Handler(BaseHTTPRequestHandler):
             except ServiceError as err:
                 if err.rule_violation:
                     call["violations"].append(
-                        {"kind": "rule", **Violation("", "service rule", err.message).as_dict()}
+                        {"kind": "rule", **Violation(err.path, "service rule", err.message).as_dict()}
                     )
                 self._error(call, service, op, protocol, standin.catalog.error_status(service, err.code), err.code, err.message)
                 return

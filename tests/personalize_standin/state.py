@@ -41,10 +41,11 @@ FAILABLE_KINDS = ("DatasetImportJob", "SolutionVersion", "Campaign", "CampaignUp
 class ServiceError(Exception):
     """An error answer: `code` is the modeled error shape name (or an unmodeled AWS code)."""
 
-    def __init__(self, code: str, message: str, rule_violation: bool = False):
+    def __init__(self, code: str, message: str, rule_violation: bool = False, path: str = ""):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.path = path
         # True when the request broke a documented service rule the model cannot express (e.g.
         # numResults > 500): a client bug, so it is recorded as a violation as well as answered.
         self.rule_violation = rule_violation
@@ -54,8 +55,8 @@ def not_found(kind: str, arn: str) -> ServiceError:
     return ServiceError("ResourceNotFoundException", f"Could not find {kind} with ARN {arn}")
 
 
-def invalid(message: str, rule_violation: bool = True) -> ServiceError:
-    return ServiceError("InvalidInputException", message, rule_violation=rule_violation)
+def invalid(message: str, rule_violation: bool = True, path: str = "") -> ServiceError:
+    return ServiceError("InvalidInputException", message, rule_violation=rule_violation, path=path)
 
 
 def now() -> float:
@@ -791,12 +792,12 @@ class Personalize:
         campaign_arn = params.get("campaignArn")
         recommender_arn = params.get("recommenderArn")
         if (campaign_arn is None) == (recommender_arn is None):
-            raise invalid("Exactly one of campaignArn and recommenderArn is required")
+            raise invalid("Exactly one of campaignArn and recommenderArn is required", path="campaignArn")
         if recommender_arn is not None:
             raise not_found("recommender", recommender_arn)
         num_results = params.get("numResults", DEFAULT_NUM_RESULTS)
         if num_results > MAX_NUM_RESULTS:
-            raise invalid(f"numResults {num_results} is above the maximum of {MAX_NUM_RESULTS}")
+            raise invalid(f"numResults {num_results} is above the maximum of {MAX_NUM_RESULTS}", path="numResults")
         campaign, version = self._serving_model(campaign_arn)
         self._check_metadata(params, campaign, num_results)
         self._check_filter(params, campaign, version)
@@ -823,9 +824,9 @@ class Personalize:
     def op_GetPersonalizedRanking(self, params: dict, region: str) -> dict:
         input_list = params["inputList"]
         if not input_list:
-            raise invalid("inputList must contain at least one item")
+            raise invalid("inputList must contain at least one item", path="inputList")
         if len(input_list) > MAX_RANKING_INPUT:
-            raise invalid(f"inputList has {len(input_list)} items; the maximum is {MAX_RANKING_INPUT}")
+            raise invalid(f"inputList has {len(input_list)} items; the maximum is {MAX_RANKING_INPUT}", path="inputList")
         if not params["userId"]:
             raise invalid("userId must not be empty")
         campaign, version = self._serving_model(params["campaignArn"])
