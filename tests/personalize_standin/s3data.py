@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass, field
 
@@ -38,6 +39,16 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 
 def s3_client(endpoint: str | None, region: str):
+    if not endpoint:
+        raise ImportFailed(
+            "The Personalize stand-in has no S3 endpoint: start it with MOTO_ENDPOINT (or --s3-endpoint) set"
+        )
+    return _cached_s3_client(endpoint, region)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_s3_client(endpoint: str, region: str):
+    # Making a boto3 client costs ~100 ms; clients are thread-safe, so one per endpoint is reused.
     if not endpoint:
         raise ImportFailed(
             "The Personalize stand-in has no S3 endpoint: start it with MOTO_ENDPOINT (or --s3-endpoint) set"

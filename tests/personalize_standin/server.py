@@ -177,6 +177,9 @@ def make_server(host: str, port: int, standin: StandIn) -> ThreadingHTTPServer:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs' connection pools expect
+    # Headers and body go out in separate writes; without TCP_NODELAY the client's delayed ACK adds
+    # ~40 ms to every call.
+    disable_nagle_algorithm = True
     server_version = "personalize-standin"
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
@@ -290,8 +293,8 @@ class Handler(BaseHTTPRequestHandler):
                         {"kind": "rule", **Violation(err.path, "service rule", err.message).as_dict()}
                     )
                 self._error(call, service, op, protocol, standin.catalog.error_status(service, err.code), err.code, err.message)
-                return
-            self._success(call, service, op, protocol, output)
+            else:
+                self._success(call, service, op, protocol, output)
         except Reply as reply:
             call["violations"].extend({"kind": reply.kind, **v.as_dict()} for v in reply.violations)
             service = call["service"] if call["service"] in standin.catalog.models else CONTROL_PLANE
@@ -305,7 +308,11 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             call.pop("_op", None)
             call["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+            call["client_gone"] = False
+            # Recorded before the answer leaves, so a test that got its answer also sees the call.
             standin.record(call)
+        if not self._send(*self._answer):
+            call["client_gone"] = True
 
     def _identify(self, method: str, path: str, call: dict):
         catalog = self.standin.catalog
@@ -431,9 +438,9 @@ class Handler(BaseHTTPRequestHandler):
         call["status"] = 200
         call["response"] = output
         if op.output_shape is None:
-            self._send(200, b"", REST_JSON if protocol != "json" else JSON_1_1)
+            self._answer = (200, b"", REST_JSON if protocol != "json" else JSON_1_1, {})
         else:
-            self._send(200, json.dumps(output).encode(), JSON_1_1 if protocol == "json" else REST_JSON)
+            self._answer = (200, json.dumps(output).encode(), JSON_1_1 if protocol == "json" else REST_JSON, {})
 
     def _error(self, call: dict, service: str, op, protocol: str, status: int, code: str, message: str, headers: dict | None = None) -> None:
         catalog = self.standin.catalog
@@ -452,9 +459,9 @@ class Handler(BaseHTTPRequestHandler):
         all_headers = {"x-amzn-ErrorType": code, **(headers or {})}
         if protocol == "json":
             payload = {"__type": code, "message": message}
-            self._send(status, json.dumps(payload).encode(), JSON_1_1, all_headers)
+            self._answer = (status, json.dumps(payload).encode(), JSON_1_1, all_headers)
         else:
-            self._send(status, json.dumps(body).encode(), REST_JSON, all_headers)
+            self._answer = (status, json.dumps(body).encode(), REST_JSON, all_headers)
 
     # ---- admin API ---------------------------------------------------------------------------------------
 
