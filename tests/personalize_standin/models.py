@@ -164,9 +164,7 @@ class StrictValidator(ParamValidator):
     def _validate_timestamp(self, param, shape, errors, name):
         # awsJson1_1 and restJson1 bodies carry timestamps as epoch seconds (a JSON number).
         if isinstance(param, bool) or not isinstance(param, (int, float)):
-            errors.report(
-                name, "invalid type", param=param, valid_types=["epoch-seconds number"]
-            )
+            errors.report(name, "invalid type", param=param, valid_types=["epoch-seconds number"])
 
     def _validate_blob(self, param, shape, errors, name):
         if not isinstance(param, str):
@@ -191,7 +189,15 @@ def _path(name: str) -> str:
     return name[1:] if name.startswith(".") else (name or "input")
 
 
-_PYTHON_TO_WIRE = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "dict": "object", "list": "array", "Decimal": "number"}
+_PYTHON_TO_WIRE = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "dict": "object",
+    "list": "array",
+    "Decimal": "number",
+}
 
 
 def _type_name(python_type: str) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 # Only a user's latest items feed co-occurrence: keeps training O(users * HISTORY^2) on heavy users.
 HISTORY_FOR_COOCCURRENCE = 50
@@ -134,12 +134,12 @@ def offline_metrics(user_histories: dict[str, list[str]]) -> dict[str, float]:
 
     The metric names are the ones GetSolutionMetrics returns for real solution versions.
     """
-    eligible = sorted((u for u, items in user_histories.items() if len(items) >= 2), key=lambda u: (_stable_order(u), u))
+    eligible = sorted(
+        (u for u, items in user_histories.items() if len(items) >= 2), key=lambda u: (_stable_order(u), u)
+    )
     evaluated = eligible[:MAX_EVALUATED_USERS]
     held_out = {user: user_histories[user][-1] for user in evaluated}
-    training = {
-        user: (items[:-1] if user in held_out else items) for user, items in user_histories.items()
-    }
+    training = {user: (items[:-1] if user in held_out else items) for user, items in user_histories.items()}
     model = CooccurrenceModel(training)
     cutoffs = (5, 10, 25)
     sums = {f"normalized_discounted_cumulative_gain_at_{k}": 0.0 for k in cutoffs}

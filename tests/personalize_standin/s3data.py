@@ -150,9 +150,7 @@ def parse_csv(body: bytes, location: str) -> list[Event]:
             continue
         events.append(Event(row[0], row[1], int(row[2]), row[3]))
     if bad_count:
-        raise ImportFailed(
-            f"{location}: {bad_count} invalid record(s), e.g. " + "; ".join(bad)
-        )
+        raise ImportFailed(f"{location}: {bad_count} invalid record(s), e.g. " + "; ".join(bad))
     return events
 
 

@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -265,6 +264,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             service, op = self._identify(method, path, call)
             protocol = standin.catalog.protocol(service)
+            call["headers"] = self._logged_headers()
             self._check_signature(call)
             self._check_content_type(protocol, raw)
             params = self._parse(raw)
@@ -292,19 +292,25 @@ class Handler(BaseHTTPRequestHandler):
                     call["violations"].append(
                         {"kind": "rule", **Violation(err.path, "service rule", err.message).as_dict()}
                     )
-                self._error(call, service, op, protocol, standin.catalog.error_status(service, err.code), err.code, err.message)
+                self._error(
+                    call, service, op, protocol, standin.catalog.error_status(service, err.code), err.code, err.message
+                )
             else:
                 self._success(call, service, op, protocol, output)
         except Reply as reply:
             call["violations"].extend({"kind": reply.kind, **v.as_dict()} for v in reply.violations)
             service = call["service"] if call["service"] in standin.catalog.models else CONTROL_PLANE
-            self._error(call, service, call.get("_op"), protocol, reply.status, reply.code, reply.message, reply.headers)
+            self._error(
+                call, service, call.get("_op"), protocol, reply.status, reply.code, reply.message, reply.headers
+            )
         except Exception as err:  # a stand-in bug: say so loudly, never answer as if all was well
             call["violations"].append(
                 {"kind": "standin", **Violation("", "stand-in crashed", f"{type(err).__name__}: {err}").as_dict()}
             )
             service = call["service"] if call["service"] in standin.catalog.models else CONTROL_PLANE
-            self._error(call, service, None, protocol, 500, "InternalFailure", f"stand-in bug: {type(err).__name__}: {err}")
+            self._error(
+                call, service, None, protocol, 500, "InternalFailure", f"stand-in bug: {type(err).__name__}: {err}"
+            )
         finally:
             call.pop("_op", None)
             call["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
@@ -326,7 +332,9 @@ class Handler(BaseHTTPRequestHandler):
                     400,
                     "UnknownOperationException",
                     f"Unknown X-Amz-Target {target!r}",
-                    Violation("X-Amz-Target", "unknown operation", f"{target!r} is not a {catalog.target_prefix()} operation"),
+                    Violation(
+                        "X-Amz-Target", "unknown operation", f"{target!r} is not a {catalog.target_prefix()} operation"
+                    ),
                 )
             call["_op"] = op
             if method != "POST" or path != "/":
@@ -345,12 +353,23 @@ class Handler(BaseHTTPRequestHandler):
                 404,
                 "UnknownOperationException",
                 f"No Personalize operation at {method} {path}",
-                Violation("", "unknown operation", f"no Personalize operation at {method} {path} (and no X-Amz-Target)"),
+                Violation(
+                    "", "unknown operation", f"no Personalize operation at {method} {path} (and no X-Amz-Target)"
+                ),
             )
         call["service"] = route.service
         call["operation"] = route.operation.name
         call["_op"] = route.operation
         return route.service, route.operation
+
+    def _logged_headers(self) -> dict:
+        """The request's headers for the call log; the signature itself is left out."""
+        logged = {}
+        for name, value in self.headers.items():
+            if name.lower() == "authorization":
+                value = value.split("Signature=")[0].rstrip(", ") + ", Signature=..."
+            logged[name.lower()] = value
+        return logged
 
     def _check_signature(self, call: dict) -> None:
         authorization = self.headers.get("Authorization")
@@ -367,14 +386,20 @@ class Handler(BaseHTTPRequestHandler):
                 403,
                 "IncompleteSignatureException",
                 "Authorization header is not a SigV4 signature",
-                Violation("Authorization", "malformed signature", f"not a SigV4 Authorization header: {authorization[:80]!r}"),
+                Violation(
+                    "Authorization", "malformed signature", f"not a SigV4 Authorization header: {authorization[:80]!r}"
+                ),
             )
         if match["service"] != "personalize":
             raise Reply(
                 403,
                 "IncompleteSignatureException",
                 f"Credential should be scoped to correct service: 'personalize', not {match['service']!r}",
-                Violation("Authorization", "wrong signing name", f"signed for {match['service']!r}; Personalize's signing name is 'personalize'"),
+                Violation(
+                    "Authorization",
+                    "wrong signing name",
+                    f"signed for {match['service']!r}; Personalize's signing name is 'personalize'",
+                ),
             )
         if "x-amz-date" not in match["headers"].split(";") or not AMZ_DATE.match(self.headers.get("X-Amz-Date", "")):
             raise Reply(
@@ -402,9 +427,19 @@ class Handler(BaseHTTPRequestHandler):
         try:
             params = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise Reply(400, "SerializationException", f"The body is not valid JSON: {err}", Violation("", "malformed JSON", str(err))) from None
+            raise Reply(
+                400,
+                "SerializationException",
+                f"The body is not valid JSON: {err}",
+                Violation("", "malformed JSON", str(err)),
+            ) from None
         if not isinstance(params, dict):
-            raise Reply(400, "SerializationException", "The body must be a JSON object", Violation("", "malformed JSON", "body is not an object"))
+            raise Reply(
+                400,
+                "SerializationException",
+                "The body must be a JSON object",
+                Violation("", "malformed JSON", "body is not an object"),
+            )
         return params
 
     def _apply_fault(self, fault: Fault) -> None:
@@ -433,7 +468,15 @@ class Handler(BaseHTTPRequestHandler):
         if violations:
             # A stand-in bug: answering anyway would let a client look right on a wrong answer.
             call["violations"].extend({"kind": "output", **v.as_dict()} for v in violations)
-            self._error(call, service, op, protocol, 500, "InternalFailure", "stand-in bug: response failed the model: " + coral_message(violations))
+            self._error(
+                call,
+                service,
+                op,
+                protocol,
+                500,
+                "InternalFailure",
+                "stand-in bug: response failed the model: " + coral_message(violations),
+            )
             return
         call["status"] = 200
         call["response"] = output
@@ -442,7 +485,17 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._answer = (200, json.dumps(output).encode(), JSON_1_1 if protocol == "json" else REST_JSON, {})
 
-    def _error(self, call: dict, service: str, op, protocol: str, status: int, code: str, message: str, headers: dict | None = None) -> None:
+    def _error(
+        self,
+        call: dict,
+        service: str,
+        op,
+        protocol: str,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict | None = None,
+    ) -> None:
         catalog = self.standin.catalog
         declared = {shape.name for shape in op.error_shapes} if op is not None else set()
         if op is not None and code not in declared and code not in GENERIC_ERRORS:
@@ -466,7 +519,6 @@ class Handler(BaseHTTPRequestHandler):
     # ---- admin API ---------------------------------------------------------------------------------------
 
     def _admin(self, method: str, path: str, query: dict, raw: bytes) -> None:
-        standin = self.standin
         try:
             body = json.loads(raw) if raw.strip() else {}
         except json.JSONDecodeError as err:
@@ -524,16 +576,26 @@ class Handler(BaseHTTPRequestHandler):
             with state.lock:
                 return {"finished": state.advance_all()}
         if (method, path) == ("POST", "fail"):
-            if not isinstance(body, dict) or not isinstance(body.get("failureReason"), str) or not body["failureReason"]:
-                raise ValueError(f"body needs kind (one of {FAILABLE_KINDS}), failureReason, and optionally name or arn")
+            if (
+                not isinstance(body, dict)
+                or not isinstance(body.get("failureReason"), str)
+                or not body["failureReason"]
+            ):
+                raise ValueError(
+                    f"body needs kind (one of {FAILABLE_KINDS}), failureReason, and optionally name or arn"
+                )
             with state.lock:
                 return state.plan_failure(body.get("kind"), body["failureReason"], body.get("name"), body.get("arn"))
         if (method, path) == ("GET", "config"):
-            return {"pending_describes": state.pending_describes, "account": state.account, "s3_endpoint": state.s3_endpoint}
+            return {
+                "pending_describes": state.pending_describes,
+                "account": state.account,
+                "s3_endpoint": state.s3_endpoint,
+            }
         if (method, path) == ("POST", "config"):
             value = body.get("pending_describes") if isinstance(body, dict) else None
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError("body must be {\"pending_describes\": <non-negative integer>}")
+                raise ValueError('body must be {"pending_describes": <non-negative integer>}')
             with state.lock:
                 state.pending_describes = value
             return {"pending_describes": value}

@@ -13,8 +13,8 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import s3data
 from .recommender import CooccurrenceModel, Event, histories, offline_metrics
@@ -551,7 +551,10 @@ class Personalize:
         recipe = solution.request.get("recipeArn", "")
         if training_mode == "UPDATE":
             if not any(r in recipe for r in UPDATABLE_RECIPES):
-                raise invalid(f"trainingMode UPDATE is only supported for User-Personalization solutions, not {recipe or 'no recipe'}")
+                raise invalid(
+                    "trainingMode UPDATE is only supported for User-Personalization solutions, "
+                    f"not {recipe or 'no recipe'}"
+                )
             if not any(
                 v.solution_arn == solution.arn and v.training_mode == "FULL" and v.progress.status == ACTIVE
                 for v in self.versions.values()
@@ -634,7 +637,9 @@ class Personalize:
         if arn.endswith("/$LATEST"):
             solution_arn = arn[: -len("/$LATEST")]
             self._lookup(self.solutions, "solution", solution_arn)
-            active = [v for v in self.versions.values() if v.solution_arn == solution_arn and v.progress.status == ACTIVE]
+            active = [
+                v for v in self.versions.values() if v.solution_arn == solution_arn and v.progress.status == ACTIVE
+            ]
             if not active:
                 raise ServiceError("ResourceInUseException", f"The solution {solution_arn} has no ACTIVE version")
             return max(active, key=lambda v: v.progress.created)
@@ -779,7 +784,9 @@ class Personalize:
         if not params.get("metadataColumns"):
             return
         if not campaign.config.get("enableMetadataWithRecommendations"):
-            raise invalid(f"metadataColumns need a campaign with enableMetadataWithRecommendations; {campaign.arn} has it off")
+            raise invalid(
+                f"metadataColumns need a campaign with enableMetadataWithRecommendations; {campaign.arn} has it off"
+            )
         if num_results > MAX_NUM_RESULTS_WITH_METADATA:
             raise invalid(
                 f"numResults {num_results} is above {MAX_NUM_RESULTS_WITH_METADATA}, the maximum with metadataColumns"
@@ -826,7 +833,9 @@ class Personalize:
         if not input_list:
             raise invalid("inputList must contain at least one item", path="inputList")
         if len(input_list) > MAX_RANKING_INPUT:
-            raise invalid(f"inputList has {len(input_list)} items; the maximum is {MAX_RANKING_INPUT}", path="inputList")
+            raise invalid(
+                f"inputList has {len(input_list)} items; the maximum is {MAX_RANKING_INPUT}", path="inputList"
+            )
         if not params["userId"]:
             raise invalid("userId must not be empty")
         campaign, version = self._serving_model(params["campaignArn"])

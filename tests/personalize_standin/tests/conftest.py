@@ -267,7 +267,9 @@ def finish(describe, *, key: str, status_key: str = "status", limit: int = 10) -
     raise AssertionError(f"{key} never finished")
 
 
-def deploy(control, s3, bucket, rows, *, recipe="arn:aws:personalize:::recipe/aws-user-personalization", prefix="t") -> Deployment:
+def deploy(
+    control, s3, bucket, rows, *, recipe="arn:aws:personalize:::recipe/aws-user-personalization", prefix="t"
+) -> Deployment:
     """Dataset group → schema → dataset → import → solution → version → campaign, all ACTIVE."""
     s3.put_object(Bucket=bucket, Key=f"{prefix}/interactions.csv", Body=csv_bytes(rows))
     group = control.create_dataset_group(name=f"{prefix}-group")["datasetGroupArn"]
@@ -283,12 +285,16 @@ def deploy(control, s3, bucket, rows, *, recipe="arn:aws:personalize:::recipe/aw
     )["datasetImportJobArn"]
     imported = finish(lambda: control.describe_dataset_import_job(datasetImportJobArn=job), key="datasetImportJob")
     assert imported["status"] == "ACTIVE", imported.get("failureReason")
-    solution = control.create_solution(name=f"{prefix}-solution", datasetGroupArn=group, recipeArn=recipe)["solutionArn"]
+    solution = control.create_solution(name=f"{prefix}-solution", datasetGroupArn=group, recipeArn=recipe)[
+        "solutionArn"
+    ]
     finish(lambda: control.describe_solution(solutionArn=solution), key="solution")
     version = control.create_solution_version(solutionArn=solution, name=f"{prefix}-v1")["solutionVersionArn"]
     trained = finish(lambda: control.describe_solution_version(solutionVersionArn=version), key="solutionVersion")
     assert trained["status"] == "ACTIVE", trained.get("failureReason")
-    campaign = control.create_campaign(name=f"{prefix}-campaign", solutionVersionArn=version, minProvisionedTPS=1)["campaignArn"]
+    campaign = control.create_campaign(name=f"{prefix}-campaign", solutionVersionArn=version, minProvisionedTPS=1)[
+        "campaignArn"
+    ]
     finish(lambda: control.describe_campaign(campaignArn=campaign), key="campaign")
     return Deployment(group, dataset, solution, version, campaign)
 
@@ -333,7 +339,9 @@ def raw_request(
     all_headers.update(headers or {})
     request = AWSRequest(method="POST", url=f"{url}{path}", data=body, headers=all_headers)
     if sign_as:
-        SigV4Auth(Credentials(**{"access_key": "AKIDSTANDINTEST", "secret_key": "s"}), sign_as, REGION).add_auth(request)
+        SigV4Auth(Credentials(**{"access_key": "AKIDSTANDINTEST", "secret_key": "s"}), sign_as, REGION).add_auth(
+            request
+        )
     host = url.split("//", 1)[1]
     connection = http.client.HTTPConnection(host, timeout=10)
     try:

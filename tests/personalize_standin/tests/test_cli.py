@@ -8,7 +8,11 @@ from .conftest import REPO_ROOT
 
 def run(*args):
     return subprocess.run(
-        [sys.executable, "-m", "tests.personalize_standin", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tests.personalize_standin", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -39,7 +39,12 @@ def test_an_sdk_retries_throttling_by_itself(admin):
 def test_server_errors_are_5xx_with_aws_codes(admin, control):
     admin.fault(operation="DescribeDatasetGroup", kind="server_error", count=1)
     admin.fault(operation="DescribeDatasetGroup", kind="server_error", status=503, count=1)
-    call = lambda: control.describe_dataset_group(datasetGroupArn="arn:aws:personalize:us-east-1:123456789012:dataset-group/g")  # noqa: E731
+
+    def call():
+        return control.describe_dataset_group(
+            datasetGroupArn="arn:aws:personalize:us-east-1:123456789012:dataset-group/g"
+        )
+
     assert error_of(call) == ("InternalFailure", 500)
     assert error_of(call) == ("ServiceUnavailable", 503)
     assert error_of(call) == ("ResourceNotFoundException", 400)
@@ -69,7 +74,9 @@ def test_a_fault_without_count_lasts_until_cleared_and_star_matches_all(admin, c
     admin.fault(operation="*", kind="throttle", count=None)
     for _ in range(3):
         assert error_of(lambda: control.create_dataset_group(name="g"))[0] == "ThrottlingException"
-        assert error_of(lambda: runtime.get_recommendations(campaignArn=CAMPAIGN, userId="u"))[0] == "ThrottlingException"
+        assert (
+            error_of(lambda: runtime.get_recommendations(campaignArn=CAMPAIGN, userId="u"))[0] == "ThrottlingException"
+        )
     assert admin.call("DELETE", "faults") == {"cleared": 1}
     control.create_dataset_group(name="g")
 
@@ -96,7 +103,14 @@ def test_retry_after_is_sent_when_asked(admin, control):
         {"operation": "GetRecommendations", "kind": "server_error", "status": 404},
         {"operation": "GetRecommendations", "kind": "throttle", "colour": "red"},
     ],
-    ids=["unknown operation", "unknown kind", "delay without delay_ms", "zero count", "non-5xx server error", "unknown field"],
+    ids=[
+        "unknown operation",
+        "unknown kind",
+        "delay without delay_ms",
+        "zero count",
+        "non-5xx server error",
+        "unknown field",
+    ],
 )
 def test_bad_fault_specs_are_refused(admin, spec):
     status, payload = admin._request("POST", "faults", spec)

@@ -11,7 +11,9 @@ ROLE = "arn:aws:iam::123456789012:role/personalize"
 def dataset(control):
     group = control.create_dataset_group(name="jobs")["datasetGroupArn"]
     schema = control.create_schema(name="jobs", schema=INTERACTIONS_SCHEMA)["schemaArn"]
-    return control.create_dataset(name="i", schemaArn=schema, datasetGroupArn=group, datasetType="Interactions")["datasetArn"]
+    return control.create_dataset(name="i", schemaArn=schema, datasetGroupArn=group, datasetType="Interactions")[
+        "datasetArn"
+    ]
 
 
 def import_job(control, dataset, location, name="nightly-import-run1", **extra):
@@ -73,12 +75,21 @@ def header_rows(n):
 
 
 BAD_IMPORTS = {
-    "wrong header": (csv_bytes(header_rows(1200), header=["USER_ID", "ITEM_ID", "EVENT_TYPE", "TIMESTAMP"]), "does not match the dataset schema"),
+    "wrong header": (
+        csv_bytes(header_rows(1200), header=["USER_ID", "ITEM_ID", "EVENT_TYPE", "TIMESTAMP"]),
+        "does not match the dataset schema",
+    ),
     "too few rows": (csv_bytes(header_rows(999)), "999 interaction records; a dataset import job needs at least 1000"),
-    "millisecond timestamps": (csv_bytes(header_rows(1199) + [("u1", "i1", 1_700_000_000_000, "enroll")]), "line 1201: TIMESTAMP 1700000000000 is not in seconds"),
+    "millisecond timestamps": (
+        csv_bytes(header_rows(1199) + [("u1", "i1", 1_700_000_000_000, "enroll")]),
+        "line 1201: TIMESTAMP 1700000000000 is not in seconds",
+    ),
     "missing field": (csv_bytes(header_rows(1200)) + b"u1,i1,1700000000\n", "line 1202: 3 fields, the header has 4"),
     "empty user": (csv_bytes(header_rows(1200) + [("", "i1", 1_700_000_000, "enroll")]), "line 1202: USER_ID is empty"),
-    "id over 256": (csv_bytes(header_rows(1200) + [("u" * 257, "i1", 1_700_000_000, "enroll")]), "USER_ID is 257 characters long"),
+    "id over 256": (
+        csv_bytes(header_rows(1200) + [("u" * 257, "i1", 1_700_000_000, "enroll")]),
+        "USER_ID is 257 characters long",
+    ),
     "not utf-8": (csv_bytes(header_rows(1200)) + "é,i,1,e\n".encode("latin-1"), "is not valid UTF-8"),
     "broken quoting": (csv_bytes(header_rows(1200)) + b'"u1,i1,1700000000,enroll\n', "malformed CSV"),
     "empty file": (b"", "is empty"),
@@ -127,13 +138,22 @@ def test_solution_versions_progress_fail_and_keep_names_unique(admin, control, s
     with pytest.raises(control.exceptions.ResourceAlreadyExistsException):
         control.create_solution_version(solutionArn=d.solution, name="t-v1")
     admin.fail(kind="SolutionVersion", failureReason="AlgorithmError: training diverged")
-    failed = control.create_solution_version(solutionArn=d.solution, name="t-v2", trainingMode="UPDATE")["solutionVersionArn"]
+    failed = control.create_solution_version(solutionArn=d.solution, name="t-v2", trainingMode="UPDATE")[
+        "solutionVersionArn"
+    ]
     describe = lambda: control.describe_solution_version(solutionVersionArn=failed)  # noqa: E731
     assert statuses(describe, "solutionVersion", 3) == ["CREATE PENDING", "CREATE IN_PROGRESS", "CREATE FAILED"]
     version = describe()["solutionVersion"]
-    assert (version["name"], version["trainingMode"], version["failureReason"]) == ("t-v2", "UPDATE", "AlgorithmError: training diverged")
+    assert (version["name"], version["trainingMode"], version["failureReason"]) == (
+        "t-v2",
+        "UPDATE",
+        "AlgorithmError: training diverged",
+    )
     listed = control.list_solution_versions(solutionArn=d.solution)["solutionVersions"]
-    assert [(v["solutionVersionArn"], v["status"]) for v in listed] == [(failed, "CREATE FAILED"), (d.version, "ACTIVE")]
+    assert [(v["solutionVersionArn"], v["status"]) for v in listed] == [
+        (failed, "CREATE FAILED"),
+        (d.version, "ACTIVE"),
+    ]
     with pytest.raises(control.exceptions.ResourceInUseException):
         control.get_solution_metrics(solutionVersionArn=failed)
     assert admin.violations() == []

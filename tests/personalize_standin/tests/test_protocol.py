@@ -28,7 +28,10 @@ def test_control_plane_round_trip_is_aws_json_1_1(admin):
     assert response.headers["content-type"] == "application/x-amz-json-1.1"
     assert response.json() == {"datasetGroupArn": "arn:aws:personalize:us-east-1:123456789012:dataset-group/g"}
     described = raw_request(
-        admin.url, "/", {"datasetGroupArn": response.json()["datasetGroupArn"]}, target="AmazonPersonalize.DescribeDatasetGroup"
+        admin.url,
+        "/",
+        {"datasetGroupArn": response.json()["datasetGroupArn"]},
+        target="AmazonPersonalize.DescribeDatasetGroup",
     ).json()["datasetGroup"]
     # awsJson1_1 timestamps are epoch seconds as JSON numbers.
     assert isinstance(described["creationDateTime"], float)
@@ -37,7 +40,9 @@ def test_control_plane_round_trip_is_aws_json_1_1(admin):
 
 def test_control_plane_errors_carry_type_in_body_and_parse_in_boto3(admin, control):
     response = raw_request(
-        admin.url, "/", {"datasetGroupArn": "arn:aws:personalize:us-east-1:123456789012:dataset-group/none"},
+        admin.url,
+        "/",
+        {"datasetGroupArn": "arn:aws:personalize:us-east-1:123456789012:dataset-group/none"},
         target="AmazonPersonalize.DescribeDatasetGroup",
     )
     assert response.status == 400
@@ -88,7 +93,10 @@ def test_malformed_json_is_a_serialization_error(admin):
 
 
 def test_unknown_target_and_unknown_route_are_recorded(admin):
-    assert raw_request(admin.url, "/", {}, target="AmazonPersonalize.MakeCoffee").json()["__type"] == "UnknownOperationException"
+    assert (
+        raw_request(admin.url, "/", {}, target="AmazonPersonalize.MakeCoffee").json()["__type"]
+        == "UnknownOperationException"
+    )
     assert raw_request(admin.url, "/coffee", {}).status == 404
     assert [v["rule"] for v in admin.violations()] == ["unknown operation", "unknown operation"]
 

@@ -39,7 +39,9 @@ def test_an_unknown_user_gets_the_popular_items(runtime, deployed):
 
 
 def test_num_results_is_respected(runtime, deployed):
-    assert len(runtime.get_recommendations(campaignArn=deployed.campaign, userId="only-a", numResults=3)["itemList"]) == 3
+    assert (
+        len(runtime.get_recommendations(campaignArn=deployed.campaign, userId="only-a", numResults=3)["itemList"]) == 3
+    )
 
 
 def test_ranking_reorders_and_appends_unknown_items(admin, runtime, deployed):
@@ -68,12 +70,16 @@ def test_filters_are_checked(admin, control, runtime, deployed):
     flt = control.create_filter(
         name="not-enrolled",
         datasetGroupArn=deployed.group,
-        filterExpression='EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ($TYPES)',
+        filterExpression="EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ($TYPES)",
     )["filterArn"]
     with pytest.raises(runtime.exceptions.InvalidInputException, match="ACTIVE"):
-        runtime.get_recommendations(campaignArn=deployed.campaign, userId="only-a", filterArn=flt, filterValues={"TYPES": '"enroll"'})
+        runtime.get_recommendations(
+            campaignArn=deployed.campaign, userId="only-a", filterArn=flt, filterValues={"TYPES": '"enroll"'}
+        )
     admin.advance()
-    ok = runtime.get_recommendations(campaignArn=deployed.campaign, userId="only-a", filterArn=flt, filterValues={"TYPES": '"enroll"'})
+    ok = runtime.get_recommendations(
+        campaignArn=deployed.campaign, userId="only-a", filterArn=flt, filterValues={"TYPES": '"enroll"'}
+    )
     assert items(ok)[0] == "B"
     with pytest.raises(runtime.exceptions.InvalidInputException, match="placeholders"):
         runtime.get_recommendations(campaignArn=deployed.campaign, userId="only-a", filterArn=flt)
@@ -88,7 +94,9 @@ def test_context_and_metadata_rules(runtime, deployed):
     response = runtime.get_recommendations(campaignArn=deployed.campaign, userId="only-a", context={"DEVICE": "mobile"})
     assert items(response)[0] == "B"
     with pytest.raises(runtime.exceptions.InvalidInputException, match="enableMetadataWithRecommendations"):
-        runtime.get_recommendations(campaignArn=deployed.campaign, userId="only-a", metadataColumns={"ITEMS": ["TITLE"]})
+        runtime.get_recommendations(
+            campaignArn=deployed.campaign, userId="only-a", metadataColumns={"ITEMS": ["TITLE"]}
+        )
 
 
 def test_a_campaign_serves_only_once_active(control, runtime, deployed):
@@ -98,7 +106,9 @@ def test_a_campaign_serves_only_once_active(control, runtime, deployed):
 
 
 def test_related_items_campaigns_need_an_item(control, runtime, s3, bucket):
-    d = deploy(control, s3, bucket, cooccurrence_rows(), recipe="arn:aws:personalize:::recipe/aws-similar-items", prefix="sims")
+    d = deploy(
+        control, s3, bucket, cooccurrence_rows(), recipe="arn:aws:personalize:::recipe/aws-similar-items", prefix="sims"
+    )
     assert items(runtime.get_recommendations(campaignArn=d.campaign, itemId="C", numResults=1)) == ["D"]
     with pytest.raises(runtime.exceptions.InvalidInputException, match="itemId is required"):
         runtime.get_recommendations(campaignArn=d.campaign, userId="only-a")
@@ -111,4 +121,6 @@ def test_ids_with_commas_quotes_and_accents_survive_the_csv(runtime, control, s3
     rows += [(f'fan "{n}", of café', 'intro, "the" course', 1_800_000_100 + n, "enroll") for n in range(30)]
     rows.append(("newbie", "café-101", 1_900_000_000, "enroll"))
     d = deploy(control, s3, bucket, rows, prefix="utf8")
-    assert items(runtime.get_recommendations(campaignArn=d.campaign, userId="newbie", numResults=1)) == ['intro, "the" course']
+    assert items(runtime.get_recommendations(campaignArn=d.campaign, userId="newbie", numResults=1)) == [
+        'intro, "the" course'
+    ]

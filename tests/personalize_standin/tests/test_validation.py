@@ -1,6 +1,7 @@
 """Every request is checked against the model (and the documented limits); so are our own responses."""
 
 import pytest
+from botocore.exceptions import ClientError
 
 from .conftest import raw_request
 
@@ -34,15 +35,15 @@ def test_missing_required_member_is_named(admin):
 
 
 def test_unknown_member_is_rejected(admin):
-    response = raw_request(admin.url, "/recommendations", {"campaignArn": CAMPAIGN, "userId": "u", "numberOfResults": 5})
+    response = raw_request(
+        admin.url, "/recommendations", {"campaignArn": CAMPAIGN, "userId": "u", "numberOfResults": 5}
+    )
     assert response.status == 400
     assert "numberOfResults" in response.json()["message"]
     assert rules(admin) == [("input", "unknown field", "numberOfResults")]
 
 
-@pytest.mark.parametrize(
-    "value", ["10", 10.5, True, None], ids=["string", "fraction", "boolean", "null"]
-)
+@pytest.mark.parametrize("value", ["10", 10.5, True, None], ids=["string", "fraction", "boolean", "null"])
 def test_wrong_type_is_rejected(admin, value):
     response = raw_request(admin.url, "/recommendations", {"campaignArn": CAMPAIGN, "userId": "u", "numResults": value})
     assert response.status == 400
@@ -73,13 +74,17 @@ def test_enum_is_checked(admin, control):
 
 def test_pattern_is_checked(admin, control):
     with pytest.raises(control.exceptions.InvalidInputException, match="regular expression pattern"):
-        control.create_dataset_import_job(jobName="-starts-with-dash", datasetArn=DATASET, dataSource={"dataLocation": "s3://b/k"})
+        control.create_dataset_import_job(
+            jobName="-starts-with-dash", datasetArn=DATASET, dataSource={"dataLocation": "s3://b/k"}
+        )
     assert rules(admin) == [("input", "pattern mismatch", "jobName")]
 
 
 def test_every_violation_of_one_request_is_reported(admin):
     response = raw_request(
-        admin.url, "/", {"jobName": "", "datasetArn": "not-an-arn", "dataSource": {}, "extra": 1},
+        admin.url,
+        "/",
+        {"jobName": "", "datasetArn": "not-an-arn", "dataSource": {}, "extra": 1},
         target="AmazonPersonalize.CreateDatasetImportJob",
     )
     message = response.json()["message"]
@@ -143,15 +148,15 @@ def test_an_undeclared_error_code_is_a_stand_in_bug(inprocess):
         raise ServiceError("ResourceInUseException", "DescribeSchema does not declare this")
 
     server.standin.state.handlers["DescribeSchema"] = broken
-    with pytest.raises(Exception):
+    with pytest.raises(ClientError, match="ResourceInUseException"):
         make_client("personalize", url).describe_schema(schemaArn="arn:aws:personalize:us-east-1:123456789012:schema/s")
     assert [(v["kind"], v["rule"]) for v in Admin(url).violations()] == [("output", "undeclared error")]
 
 
 def test_output_patterns_are_not_enforced_but_input_patterns_are():
-    from ..models import StrictValidator
-
     import botocore.session
+
+    from ..models import StrictValidator
 
     model = botocore.session.get_session().get_service_model("personalize")
     job = model.shape_for("DatasetImportJob")
