@@ -232,3 +232,44 @@ def test_campaigns_need_an_active_version(control, s3, bucket):
         control.update_campaign(campaignArn=d.campaign, solutionVersionArn=pending)
     with pytest.raises(control.exceptions.ResourceNotFoundException):
         control.update_campaign(campaignArn=d.campaign, solutionVersionArn=d.solution + "/00000000")
+
+
+def test_a_pipeline_resumed_after_each_crash_ends_with_one_job_and_one_version(admin, control, s3, bucket, dataset):
+    """The retrain pipeline's contract: names derive from the run id, so a retried step finds its job."""
+    s3.put_object(Bucket=bucket, Key="run-7/interactions.csv", Body=csv_bytes(cooccurrence_rows()))
+    solution = control.create_solution(
+        name="nightly", datasetGroupArn=control.describe_dataset(datasetArn=dataset)["dataset"]["datasetGroupArn"]
+    )["solutionArn"]
+    admin.advance()
+
+    def import_step():
+        try:
+            return import_job(control, dataset, f"s3://{bucket}/run-7/interactions.csv", name="nightly-import-run-7")
+        except control.exceptions.ResourceAlreadyExistsException:
+            return "arn:aws:personalize:us-east-1:123456789012:dataset-import-job/nightly-import-run-7"
+
+    def training_step():
+        try:
+            return control.create_solution_version(solutionArn=solution, name="nightly-run-7")["solutionVersionArn"]
+        except control.exceptions.ResourceAlreadyExistsException:
+            for summary in control.list_solution_versions(solutionArn=solution)["solutionVersions"]:
+                arn = summary["solutionVersionArn"]
+                if (
+                    control.describe_solution_version(solutionVersionArn=arn)["solutionVersion"].get("name")
+                    == "nightly-run-7"
+                ):
+                    return arn
+            raise
+
+    job = import_step()
+    assert import_step() == job  # crashed after Importing, resumed
+    finish(lambda: control.describe_dataset_import_job(datasetImportJobArn=job), key="datasetImportJob")
+    assert import_step() == job  # crashed after Imported, resumed
+    version = training_step()
+    assert training_step() == version  # crashed after Training, resumed
+    finish(lambda: control.describe_solution_version(solutionVersionArn=version), key="solutionVersion")
+    assert training_step() == version  # crashed after Trained, resumed
+    state = admin.call("GET", "state")
+    assert list(state["datasetImportJobs"]) == [job]
+    assert list(state["solutionVersions"]) == [version]
+    assert admin.violations() == []

@@ -124,3 +124,24 @@ def test_ids_with_commas_quotes_and_accents_survive_the_csv(runtime, control, s3
     assert items(runtime.get_recommendations(campaignArn=d.campaign, userId="newbie", numResults=1)) == [
         'intro, "the" course'
     ]
+
+
+def test_concurrent_clients_are_all_answered(admin, deployed):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .conftest import make_client
+
+    def user(n):
+        client = make_client("personalize-runtime", admin.url)
+        return [
+            client.get_recommendations(campaignArn=deployed.campaign, userId="only-a", numResults=2)["itemList"][0][
+                "itemId"
+            ]
+            for _ in range(10)
+        ]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = [item for result in pool.map(user, range(6)) for item in result]
+    assert answers == ["B"] * 60
+    assert len(admin.calls("GetRecommendations")) == 60
+    assert admin.violations() == []
