@@ -39,7 +39,7 @@ impl PopularitySnapshot {
         let top = popular.first().map_or(1, |(_, users)| (*users).max(1)) as f64;
         let ranked: Vec<ScoredItem> = popular
             .into_iter()
-            .map(|(item_id, users)| ScoredItem { item_id, score: Some(users as f64 / top) })
+            .map(|(item_id, users)| ScoredItem { item_id, score: Some(round_score(users as f64 / top)) })
             .collect();
         let position: HashMap<ItemId, usize> =
             ranked.iter().enumerate().map(|(i, s)| (s.item_id.clone(), i)).collect();
@@ -79,6 +79,11 @@ impl PopularitySnapshot {
             .chain(unknown.into_iter().map(|item| ScoredItem { item_id: item.clone(), score: None }))
             .collect()
     }
+}
+
+/// Six decimals are plenty to order items, and print in a third of the bytes.
+fn round_score(score: f64) -> f64 {
+    (score * 1e6).round() / 1e6
 }
 
 /// The current snapshot, swapped whole on refresh.
@@ -255,7 +260,7 @@ mod tests {
         let snapshot = PopularitySnapshot::load(&store).unwrap();
         assert_eq!(ids(&snapshot.top_unseen(None, 10)), ["A", "B", "C"]);
         assert_eq!(snapshot.ranked[0].score, Some(1.0));
-        assert_eq!(snapshot.ranked[1].score, Some(2.0 / 3.0));
+        assert_eq!(snapshot.ranked[1].score, Some(0.666667));
         let u1 = snapshot.seen.get(&"u1".parse::<UserId>().unwrap());
         assert_eq!(ids(&snapshot.top_unseen(u1, 10)), ["C"]);
     }
