@@ -162,6 +162,12 @@ async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body.as_str()).into_response()
 }
 
+/// A page for frontend developers: pick a student, see the answer and its source.
+async fn demo_page() -> Response {
+    let headers = [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")];
+    (headers, include_str!("demo.html")).into_response()
+}
+
 async fn not_found(request: Request) -> ApiError {
     let shown: String = request.uri().path().chars().take(200).collect();
     ApiError::NotFound(shown)
@@ -255,6 +261,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let mut app = Router::new()
         .merge(protected)
+        .route("/", get(demo_page))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)

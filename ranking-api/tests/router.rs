@@ -262,3 +262,14 @@ async fn the_openapi_document_describes_the_routes_it_serves() {
         assert_eq!(status, 200, "{path} is documented but not served");
     }
 }
+
+#[tokio::test]
+async fn the_demo_page_is_served_at_the_root() {
+    let (_data, state) = embedded_state();
+    let response = call(router(state), Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    let page = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(page.contains("/ranking/${encodeURIComponent(user)}"), "the page calls the API it documents");
+}
