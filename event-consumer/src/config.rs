@@ -78,7 +78,7 @@ pub struct ConsumerConfig {
     pub training_export_bin: Option<PathBuf>,
     /// How long a delivery's claim on an email or retrain lasts; keep it above the
     /// Lambda timeout.
-    #[arg(long, env = "EMAIL_CLAIM_LEASE_SECS", default_value_t = 60,
+    #[arg(long, env = "CLAIM_LEASE_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub claim_lease_secs: u64,
 }
@@ -153,7 +153,7 @@ impl ConsumerConfig {
     }
 
     /// One line per port saying which adapter serves it (no addresses).
-    pub fn describe(&self) -> Vec<String> {
+    pub fn describe(&self, runtime: Runtime) -> Vec<String> {
         let data = self.data_dir.display();
         vec![
             match present(&self.interactions_table) {
@@ -170,9 +170,15 @@ impl ConsumerConfig {
                     format!("mail: outbox {data}/outbox ({})", self.email_language.as_str())
                 }
             },
-            match present(&self.training_export_function) {
-                Some(f) => format!("retrain: Lambda {f}"),
-                None => "retrain: local training-export binary".into(),
+            match (present(&self.training_export_function), runtime) {
+                (Some(f), _) => format!("retrain: Lambda {f}"),
+                (None, Runtime::Lambda) => {
+                    "retrain: not configured (TRAINING_EXPORT_FUNCTION is unset)".into()
+                }
+                (None, Runtime::Local) => match &self.training_export_bin {
+                    Some(path) => format!("retrain: local {}", path.display()),
+                    None => "retrain: local training-export next to this binary".into(),
+                },
             },
         ]
     }

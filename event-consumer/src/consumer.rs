@@ -20,7 +20,7 @@
 //! the ledger stays unreachable through four attempts over about a second), the
 //! claim stays until its lease expires and the next delivery sends again: at most
 //! one duplicate email, only in that crash-or-outage case. The lease (default 60 s,
-//! `EMAIL_CLAIM_LEASE_SECS`) must be longer than one delivery can take (the Lambda
+//! `CLAIM_LEASE_SECS`) must be longer than one delivery can take (the Lambda
 //! timeout), or a slow but alive delivery could be overtaken; when that happens the
 //! late finisher logs a warning (`Completion::RecordedAfterTakeover`). The same
 //! holds for an ambiguous SES failure (a timeout after the request went out).
@@ -139,9 +139,7 @@ impl Outcome {
             None => {}
         }
         match &self.retrain {
-            Some(EffectOutcome::Performed { receipt, .. }) => {
-                lines.push(format!("retrain started: {receipt}"))
-            }
+            Some(EffectOutcome::Performed { receipt, .. }) => lines.push(format!("retrain: {receipt}")),
             Some(EffectOutcome::AlreadyDone { receipt }) => {
                 lines.push(format!("duplicate: retrain already started for this event ({receipt})"))
             }
@@ -187,15 +185,29 @@ impl Consumer {
 
     /// Handles raw JSON as EventBridge delivers it (the CLI's input).
     pub async fn handle_json(&self, raw: &[u8]) -> Result<Outcome, ConsumerError> {
-        let event = ParsedEvent::from_json(raw).inspect_err(log_rejected)?;
-        self.handle(&event).await
+        match serde_json::from_slice::<serde_json::Value>(raw) {
+            Ok(value) => self.handle_value(value).await,
+            Err(e) => {
+                let err = EventError::Malformed(format!("envelope: {e}"));
+                log_rejected(None, &err);
+                Err(err.into())
+            }
+        }
     }
 
     /// Handles the event JSON a Lambda receives.
     pub async fn handle_value(&self, value: serde_json::Value) -> Result<Outcome, ConsumerError> {
-        let envelope = EventEnvelope::deserialize_value(value).inspect_err(log_rejected)?;
-        let event = ParsedEvent::from_envelope(&envelope).inspect_err(log_rejected)?;
-        self.handle(&event).await
+        let claimed_id = raw_event_id(&value);
+        let parsed = serde_json::from_value::<EventEnvelope>(value)
+            .map_err(|e| EventError::Malformed(format!("envelope: {e}")))
+            .and_then(|envelope| ParsedEvent::from_envelope(&envelope));
+        match parsed {
+            Ok(event) => self.handle(&event).await,
+            Err(err) => {
+                log_rejected(claimed_id.as_deref(), &err);
+                Err(err.into())
+            }
+        }
     }
 
     /// Handles one parsed event: interaction, then email or retrain, each at most once.
@@ -365,17 +377,12 @@ fn effect_status(outcome: &EffectOutcome) -> &'static str {
     }
 }
 
-fn log_rejected(err: &EventError) {
-    tracing::warn!(retryable = false, error_kind = "RejectedEvent", reason = %err, "event rejected");
+/// The envelope's `id` as sent, shortened, so a rejected event can still be found
+/// in the dead-letter queue. Ids are opaque, never personal data.
+fn raw_event_id(value: &serde_json::Value) -> Option<String> {
+    value.get("id").and_then(|id| id.as_str()).map(|id| id.chars().take(64).collect())
 }
 
-/// Parsing the envelope out of a JSON value, with the same error wording as bytes.
-trait DeserializeValue: Sized {
-    fn deserialize_value(value: serde_json::Value) -> Result<Self, EventError>;
-}
-
-impl DeserializeValue for EventEnvelope {
-    fn deserialize_value(value: serde_json::Value) -> Result<Self, EventError> {
-        serde_json::from_value(value).map_err(|e| EventError::Malformed(format!("envelope: {e}")))
-    }
+fn log_rejected(claimed_id: Option<&str>, err: &EventError) {
+    tracing::warn!(event_id = claimed_id, retryable = false, error_kind = "RejectedEvent", reason = %err, "event rejected");
 }

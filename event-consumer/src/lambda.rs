@@ -16,7 +16,7 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
         .build(Runtime::Lambda)
         .await
         .inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
-    for line in config.describe() {
+    for line in config.describe(Runtime::Lambda) {
         tracing::info!(adapter = %line, "configured");
     }
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {

@@ -2,7 +2,7 @@
 //! detail-type the consumer (and the bus's rules) expect.
 
 use aws_sdk_eventbridge::Client;
-use aws_sdk_eventbridge::error::{DisplayErrorContext, SdkError};
+use aws_sdk_eventbridge::error::SdkError;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use schemas::DomainEvent;
 
@@ -67,7 +67,7 @@ impl EventPublisher {
             };
             PublishError::Request {
                 bus: self.bus_name.clone(),
-                message: DisplayErrorContext(&err).to_string(),
+                message: crate::aws_error::summary(&err),
                 retryable,
             }
         })?;

@@ -16,7 +16,7 @@ use std::process::Command;
 
 use async_trait::async_trait;
 use aws_sdk_lambda::Client;
-use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
+use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
@@ -148,7 +148,7 @@ impl RetrainTrigger for LambdaRetrainTrigger {
                 };
                 RetrainError::Invoke {
                     function: self.function.clone(),
-                    message: DisplayErrorContext(&err).to_string(),
+                    message: crate::aws_error::summary(&err),
                     retryable,
                 }
             })?;

@@ -136,7 +136,7 @@ fn a_retrain_request_runs_the_local_training_export_once() {
     std::fs::write(&runner, format!("#!/bin/sh\necho \"$@\" >> '{}'\n", calls.display())).unwrap();
     std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
     let event = fixture("ranking_request_update.json");
-    for expected in ["retrain started", "duplicate: retrain already started"] {
+    for expected in ["retrain: ", "duplicate: retrain already started"] {
         let (code, out, err) = run(consumer(dir.path())
             .env("TRAINING_EXPORT_BIN", &runner)
             .args(["handle", "--event"])
@@ -170,4 +170,45 @@ fn bad_configuration_exits_with_the_variable_to_fix() {
     assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("EMAIL_SENDER"), "{err}");
     assert_eq!(stored_count(dir.path()), 0, "nothing handled with a bad configuration");
+}
+
+/// `publish` against moto: the app-side publisher from the command line.
+#[tokio::test]
+async fn publish_puts_the_event_on_the_bus_or_says_why_not() {
+    let config = testkit::moto_config().await;
+    let bus = testkit::unique_name("student-event-bus");
+    aws_sdk_eventbridge::Client::new(&config).create_event_bus().name(&bus).send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let publish = |bus: &str, detail_type: &str, detail: &str| {
+        let mut cmd = consumer(dir.path());
+        cmd.env("AWS_ENDPOINT_URL", testkit::moto_endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("EVENT_BUS_NAME", bus)
+            .args(["publish", "--detail-type", detail_type, "--detail", detail]);
+        run(&mut cmd)
+    };
+
+    let (code, out, err) = publish(&bus, "ranking.requestUpdate", r#"{"trigger":"manual"}"#);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("published ranking.requestUpdate from api.ranking on {bus}: event id ")),
+        "{out}"
+    );
+
+    let (code, _, err) = publish(&bus, "student.graduated", "{}");
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("unknown detail-type \"student.graduated\""), "{err}");
+    let (code, _, err) = publish(&bus, "ranking.requestUpdate", r#"{"trigger":""}"#);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("invalid trigger"), "{err}");
+    let (code, _, err) = publish(&bus, "student.enrolled", "not json");
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("--detail is not JSON"), "{err}");
+
+    let (code, _, err) =
+        publish(&testkit::unique_name("no-such-bus"), "ranking.requestUpdate", r#"{"trigger":"manual"}"#);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("error:"), "{err}");
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{
@@ -62,7 +62,7 @@ where
     LedgerError::Dynamo {
         operation,
         table: table.to_owned(),
-        message: DisplayErrorContext(&err).to_string(),
+        message: crate::aws_error::summary(&err),
         retryable,
     }
 }
