@@ -81,7 +81,7 @@ pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
                 );
             MailError::Ses {
                 code: e.code().unwrap_or("Unknown").to_owned(),
-                message: scrub_addresses(e.message().unwrap_or("no message")),
+                message: format!("{} (HTTP {status})", scrub_addresses(e.message().unwrap_or("no message"))),
                 retryable,
             }
         }
@@ -97,5 +97,81 @@ pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
             message: scrub_addresses(&crate::aws_error::summary(&err)),
             retryable: true,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::RenderedEmail;
+    use aws_sdk_sesv2::config::retry::RetryConfig;
+    use aws_sdk_sesv2::operation::send_email::SendEmailOutput;
+    use aws_sdk_sesv2::types::error::{MessageRejected, TooManyRequestsException};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use schemas::{EmailAddress, EventId};
+
+    fn email() -> OutgoingEmail {
+        OutgoingEmail {
+            event_id: EventId::parse("0d079340-135a-c8c6-95c2-41fb8f496c53").unwrap(),
+            from: EmailAddress::parse("no-reply@student.vn").unwrap(),
+            to: EmailAddress::parse("an.nguyen@example.edu.vn").unwrap(),
+            content: RenderedEmail {
+                subject: "Xác nhận đăng ký lớp".into(),
+                html: "<p>Chào</p>".into(),
+                text: "Chào".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn throttling_and_5xx_are_retryable_and_rejection_is_not() {
+        let throttled = mock!(aws_sdk_sesv2::Client::send_email).then_error(|| {
+            SendEmailError::TooManyRequestsException(TooManyRequestsException::builder().build())
+        });
+        let unavailable = mock!(aws_sdk_sesv2::Client::send_email).then_http_response(|| {
+            Response::new(
+                StatusCode::try_from(503).unwrap(),
+                SdkBody::from(r#"{"__type":"InternalFailure","message":"try later"}"#),
+            )
+        });
+        let rejected = mock!(aws_sdk_sesv2::Client::send_email).then_error(|| {
+            SendEmailError::MessageRejected(
+                MessageRejected::builder()
+                    .message("Email address is not verified: an.nguyen@example.edu.vn")
+                    .build(),
+            )
+        });
+        let sent = mock!(aws_sdk_sesv2::Client::send_email)
+            .match_requests(|r| {
+                let simple = r.content().and_then(|c| c.simple());
+                r.from_email_address() == Some("no-reply@student.vn")
+                    && r.destination().map(|d| d.to_addresses())
+                        == Some(&["an.nguyen@example.edu.vn".to_owned()][..])
+                    && simple.and_then(|m| m.subject()).map(|s| (s.data(), s.charset()))
+                        == Some(("Xác nhận đăng ký lớp", Some("UTF-8")))
+                    && simple.and_then(|m| m.body()).is_some_and(|b| b.html().is_some() && b.text().is_some())
+                    && r.email_tags().first().map(|t| t.value())
+                        == Some("0d079340-135a-c8c6-95c2-41fb8f496c53")
+            })
+            .then_output(|| SendEmailOutput::builder().message_id("ses-1").build());
+        let client = mock_client!(
+            aws_sdk_sesv2,
+            RuleMode::Sequential,
+            [&throttled, &unavailable, &rejected, &sent],
+            |c| c.retry_config(RetryConfig::disabled())
+        );
+        let mailer = SesMailer::new(client);
+
+        let err = mailer.send(&email()).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        let err = mailer.send(&email()).await.unwrap_err();
+        assert!(err.is_retryable() && err.to_string().contains("503"), "{err}");
+        let err = mailer.send(&email()).await.unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(!err.to_string().contains('@'), "addresses are scrubbed: {err}");
+        let receipt = mailer.send(&email()).await.unwrap();
+        assert_eq!(receipt, MailReceipt { message_id: "ses-1".into(), outbox_file: None });
     }
 }
