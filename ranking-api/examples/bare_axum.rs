@@ -8,8 +8,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 fn body() -> String {
-    let items: Vec<String> =
-        (0..25).map(|n| format!(r#"{{"itemId":"math-{:04}","score":{:.16}}}"#, n, 1.0 / (n + 1) as f64)).collect();
+    let items: Vec<String> = (0..25)
+        .map(|n| format!(r#"{{"itemId":"math-{:04}","score":{:.6}}}"#, n, 1.0 / (n + 1) as f64))
+        .collect();
     format!(
         r#"{{"userId":"s-0001","items":[{}],"recommendationId":"emb-0123456789ab-0","source":"embedded"}}"#,
         items.join(",")
@@ -20,8 +21,10 @@ fn body() -> String {
 async fn main() {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3001".to_owned());
     let body: &'static str = Box::leak(body().into_boxed_str());
-    let app = Router::new()
-        .route("/ranking/{userId}", get(move || async move { ([(header::CONTENT_TYPE, "application/json")], body).into_response() }));
+    let app = Router::new().route(
+        "/ranking/{userId}",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], body).into_response() }),
+    );
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     axum::serve(listener, app).await.expect("serve");
 }
