@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algo::ials::IalsParams;
 use crate::algo::knn::SparseItemItem;
-use crate::algo::vector::{axpy, dot};
+use crate::algo::vector::{axpy, dot, with_simd};
 use crate::topn;
 
 /// Which model, with the settings it was fitted with. Also what [`TrainConfig`](crate::TrainConfig)
@@ -138,12 +138,12 @@ impl Scorer {
         let n = out.len();
         match self {
             Scorer::Popularity => out.copy_from_slice(popularity),
-            Scorer::DenseItemItem { weights } => {
+            Scorer::DenseItemItem { weights } => with_simd(|| {
                 out.fill(0.0);
                 for (&i, &w) in user.items.iter().zip(user.weights) {
                     axpy(w, &weights[i as usize * n..(i as usize + 1) * n], out);
                 }
-            }
+            }),
             Scorer::SparseItemItem(s) => {
                 out.fill(0.0);
                 for (&i, &w) in user.items.iter().zip(user.weights) {
@@ -153,12 +153,12 @@ impl Scorer {
                     }
                 }
             }
-            Scorer::Factors(f) => {
+            Scorer::Factors(f) => with_simd(|| {
                 let xu = &f.users[user.index * f.dim..(user.index + 1) * f.dim];
                 for (o, yi) in out.iter_mut().zip(f.items.chunks_exact(f.dim)) {
                     *o = dot(xu, yi);
                 }
-            }
+            }),
             Scorer::Blend(parts) => {
                 out.fill(0.0);
                 let mut part_scores = std::mem::take(scratch);

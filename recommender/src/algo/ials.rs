@@ -6,7 +6,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::vector::{axpy, dot};
+use super::vector::{axpy, dot, with_simd};
 use crate::data::{Dataset, Row};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,10 +67,12 @@ fn solve_side<'a>(
             let (yty, row_of) = (&yty, &row_of);
             s.spawn(move || {
                 let mut scratch = Scratch::new(dim);
-                for (k, xu) in chunk.chunks_exact_mut(dim).enumerate() {
-                    let row = row_of(chunk_no * per_thread + k);
-                    conjugate_gradient(xu, y, yty, row, params, &mut scratch);
-                }
+                with_simd(|| {
+                    for (k, xu) in chunk.chunks_exact_mut(dim).enumerate() {
+                        let row = row_of(chunk_no * per_thread + k);
+                        conjugate_gradient(xu, y, yty, row, params, &mut scratch);
+                    }
+                });
             });
         }
     });
@@ -79,11 +81,13 @@ fn solve_side<'a>(
 /// `YᵀY + λI`, row-major `dim × dim`.
 fn gram(y: &[f32], dim: usize, regularization: f32) -> Vec<f32> {
     let mut g = vec![0f32; dim * dim];
-    for row in y.chunks_exact(dim) {
-        for (a, &ya) in row.iter().enumerate() {
-            axpy(ya, row, &mut g[a * dim..(a + 1) * dim]);
+    with_simd(|| {
+        for row in y.chunks_exact(dim) {
+            for (a, &ya) in row.iter().enumerate() {
+                axpy(ya, row, &mut g[a * dim..(a + 1) * dim]);
+            }
         }
-    }
+    });
     for a in 0..dim {
         g[a * dim + a] += regularization;
     }
@@ -102,6 +106,7 @@ impl Scratch {
     }
 }
 
+#[inline(always)]
 fn mat_vec(m: &[f32], v: &[f32], out: &mut [f32]) {
     let dim = v.len();
     for (o, row) in out.iter_mut().zip(m.chunks_exact(dim)) {
@@ -110,6 +115,7 @@ fn mat_vec(m: &[f32], v: &[f32], out: &mut [f32]) {
 }
 
 /// A few CG steps on `(YᵀY + λI + Yᵀ(C-I)Y) x = YᵀC·1`, warm-started from the current `x`.
+#[inline(always)]
 fn conjugate_gradient(
     x: &mut [f32],
     y: &[f32],
