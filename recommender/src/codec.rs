@@ -329,11 +329,11 @@ impl<'a> Decoder<'a> {
             }),
             TAG_FACTORS => {
                 let dim = self.u64("factor count")? as usize;
-                Scorer::Factors(Factors {
-                    dim,
-                    users: self.f32s("user factors")?,
-                    items: self.f32s("item factors")?,
-                })
+                let (users, items) = (self.f32s("user factors")?, self.f32s("item factors")?);
+                if dim == 0 || users.len() % dim != 0 || items.len() % dim != 0 {
+                    return Err(DecodeError::Malformed("factor arrays do not match their dimension".into()));
+                }
+                Scorer::Factors(Factors::new(dim, users, items))
             }
             TAG_BLEND if depth == 0 => {
                 let n = self.u64("blend size")?;

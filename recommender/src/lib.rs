@@ -55,6 +55,7 @@ mod topn;
 mod train;
 
 pub use algo::ials::IalsParams;
+pub use algo::vector::simd_level;
 pub use codec::{DecodeError, ModelFileError};
 pub use input::{InputError, InteractionRow, read_csv, read_interactions, read_parquet};
 pub use model::{CandidateFigures, Model, ModelInfo, ModelSpec, QueryOptions, Recommendations, Selection};

@@ -254,8 +254,9 @@ fn bench(
         dir.unwrap_or_else(|| std::env::temp_dir().join(format!("recommender-bench-{}", std::process::id())));
     std::fs::create_dir_all(&dir)?;
     println!(
-        "synthetic data: {users} users, {items} items, {} rows; top-{n}, {queries} queries per row",
-        rows.len()
+        "synthetic data: {users} users, {items} items, {} rows; top-{n}, {queries} queries per row; SIMD: {}",
+        rows.len(),
+        recommender::simd_level()
     );
     println!(
         "{:<10} {:>7} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>12}",

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::algo::ials::IalsParams;
 use crate::algo::knn::SparseItemItem;
-use crate::algo::vector::{axpy, dot, with_simd};
+use pulp::Simd;
+
+use crate::algo::vector::{axpy, dispatch};
 use crate::topn;
 
 /// Which model, with the settings it was fitted with. Also what [`TrainConfig`](crate::TrainConfig)
@@ -138,12 +140,7 @@ impl Scorer {
         let n = out.len();
         match self {
             Scorer::Popularity => out.copy_from_slice(popularity),
-            Scorer::DenseItemItem { weights } => with_simd(|| {
-                out.fill(0.0);
-                for (&i, &w) in user.items.iter().zip(user.weights) {
-                    axpy(w, &weights[i as usize * n..(i as usize + 1) * n], out);
-                }
-            }),
+            Scorer::DenseItemItem { weights } => dispatch(SumOfRows { weights, user, out }),
             Scorer::SparseItemItem(s) => {
                 out.fill(0.0);
                 for (&i, &w) in user.items.iter().zip(user.weights) {
@@ -153,12 +150,7 @@ impl Scorer {
                     }
                 }
             }
-            Scorer::Factors(f) => with_simd(|| {
-                let xu = &f.users[user.index * f.dim..(user.index + 1) * f.dim];
-                for (o, yi) in out.iter_mut().zip(f.items.chunks_exact(f.dim)) {
-                    *o = dot(xu, yi);
-                }
-            }),
+            Scorer::Factors(f) => dispatch(FactorScores { factors: f, user: user.index, out }),
             Scorer::Blend(parts) => {
                 out.fill(0.0);
                 let mut part_scores = std::mem::take(scratch);
@@ -167,11 +159,49 @@ impl Scorer {
                 for (weight, part) in parts {
                     part.score_into(user, popularity, &mut part_scores, &mut inner);
                     standardise(&mut part_scores);
-                    axpy(*weight, &part_scores, out);
+                    for (o, p) in out.iter_mut().zip(&part_scores) {
+                        *o += weight * p;
+                    }
                 }
                 *scratch = part_scores;
             }
         }
+    }
+}
+
+/// Dense item-item scores: the sum of the rows of the user's items, weighted.
+struct SumOfRows<'a> {
+    weights: &'a [f32],
+    user: &'a UserView<'a>,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for SumOfRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let n = self.out.len();
+        self.out.fill(0.0);
+        for (&i, &w) in self.user.items.iter().zip(self.user.weights) {
+            axpy(simd, w, &self.weights[i as usize * n..(i as usize + 1) * n], self.out);
+        }
+    }
+}
+
+/// Factor scores: the user's factors against every item's.
+struct FactorScores<'a> {
+    factors: &'a crate::algo::ials::Factors,
+    user: usize,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for FactorScores<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        self.factors.score_user(simd, self.user, self.out);
     }
 }
 

@@ -78,10 +78,20 @@ impl TopN {
 /// and any index `admit` refuses. `admit` is only asked about items that would make the cut.
 pub(crate) fn select(scores: &[f32], n: usize, mut admit: impl FnMut(u32) -> bool) -> Vec<(u32, f32)> {
     let mut top = TopN::new(n);
+    // Once the selection is full, most items lose to its worst score on one comparison; only
+    // those at or above it take the full (tie-aware) path.
+    let mut bar = f32::NEG_INFINITY;
     for (i, &s) in scores.iter().enumerate() {
+        // `s < bar` is false for NaN, so NaN goes on to `would_accept`, which drops it.
+        if s < bar || s == f32::NEG_INFINITY {
+            continue;
+        }
         let i = i as u32;
-        if s != f32::NEG_INFINITY && top.would_accept(s, i) && admit(i) {
+        if top.would_accept(s, i) && admit(i) {
             top.offer(s, i);
+            if top.heap.len() == top.n {
+                bar = top.heap.peek().map_or(f32::NEG_INFINITY, |Reverse(worst)| worst.score);
+            }
         }
     }
     top.into_sorted()

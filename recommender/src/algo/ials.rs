@@ -6,7 +6,9 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::vector::{axpy, dot, with_simd};
+use pulp::Simd;
+
+use super::vector::{axpy, dispatch, dot};
 use crate::data::{Dataset, Row};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +33,67 @@ pub(crate) struct Factors {
     pub dim: usize,
     pub users: Vec<f32>,
     pub items: Vec<f32>,
+    /// The item factors again, for scoring: blocks of [`BLOCK`] items stored dimension by
+    /// dimension (`[block][d][lane]`), so one vector multiply-add serves eight items and no
+    /// horizontal sum is needed. Derived, never stored in the model file.
+    pub item_blocks: Vec<f32>,
+}
+
+/// Items per block of [`Factors::item_blocks`]: one AVX register of `f32`.
+pub(crate) const BLOCK: usize = 8;
+
+impl Factors {
+    pub fn new(dim: usize, users: Vec<f32>, items: Vec<f32>) -> Self {
+        let n = items.len() / dim.max(1);
+        let mut item_blocks = vec![0f32; n.div_ceil(BLOCK) * dim * BLOCK];
+        for (i, row) in items.chunks_exact(dim.max(1)).enumerate() {
+            let (block, lane) = (i / BLOCK, i % BLOCK);
+            for (d, &v) in row.iter().enumerate() {
+                item_blocks[(block * dim + d) * BLOCK + lane] = v;
+            }
+        }
+        Self { dim, users, items, item_blocks }
+    }
+
+    /// Scores of every item for user `u` into `out` (length = items).
+    #[inline(always)]
+    pub fn score_user<S: Simd>(&self, simd: S, u: usize, out: &mut [f32]) {
+        let dim = self.dim;
+        let xu = &self.users[u * dim..(u + 1) * dim];
+        if S::F32_LANES == BLOCK {
+            let (rows, _) = S::as_simd_f32s(&self.item_blocks);
+            // GROUP blocks at a time: independent accumulators hide the multiply-add latency.
+            const GROUP: usize = 8;
+            let zero = simd.splat_f32s(0.0);
+            for (g, group) in rows.chunks(GROUP * dim).enumerate() {
+                let mut acc = [zero; GROUP];
+                if group.len() == GROUP * dim {
+                    let blocks: [&[S::f32s]; GROUP] = std::array::from_fn(|b| &group[b * dim..(b + 1) * dim]);
+                    for d in 0..dim {
+                        let x = simd.splat_f32s(xu[d]);
+                        for b in 0..GROUP {
+                            acc[b] = simd.mul_add_f32s(x, blocks[b][d], acc[b]);
+                        }
+                    }
+                } else {
+                    for (b, block) in group.chunks_exact(dim).enumerate() {
+                        for (d, &x) in xu.iter().enumerate() {
+                            acc[b] = simd.mul_add_f32s(simd.splat_f32s(x), block[d], acc[b]);
+                        }
+                    }
+                }
+                for (b, a) in acc.iter().enumerate().take(group.len() / dim) {
+                    let start = (g * GROUP + b) * BLOCK;
+                    let end = (start + BLOCK).min(out.len());
+                    simd.partial_store_f32s(&mut out[start..end], *a);
+                }
+            }
+        } else {
+            for (o, yi) in out.iter_mut().zip(self.items.chunks_exact(dim)) {
+                *o = dot(simd, xu, yi);
+            }
+        }
+    }
 }
 
 pub(crate) fn fit(data: &Dataset, params: &IalsParams, seed: u64, threads: usize) -> Factors {
@@ -45,7 +108,7 @@ pub(crate) fn fit(data: &Dataset, params: &IalsParams, seed: u64, threads: usize
         solve_side(&mut users, &items, dim, params, threads, |u| data.user(u));
         solve_side(&mut items, &users, dim, params, threads, |i| by_item.item(i));
     }
-    Factors { dim, users, items }
+    Factors::new(dim, users, items)
 }
 
 /// Updates every row of `x` given the fixed `y`. Rows are independent, so they are split into
@@ -58,7 +121,7 @@ fn solve_side<'a>(
     threads: usize,
     row_of: impl Fn(usize) -> Row<'a> + Sync,
 ) {
-    let yty = gram(y, dim, params.regularization);
+    let yty = dispatch(Gram { y, dim, regularization: params.regularization });
     let rows = x.len() / dim;
     let threads = threads.clamp(1, rows.max(1));
     let per_thread = rows.div_ceil(threads).max(1);
@@ -66,32 +129,70 @@ fn solve_side<'a>(
         for (chunk_no, chunk) in x.chunks_mut(per_thread * dim).enumerate() {
             let (yty, row_of) = (&yty, &row_of);
             s.spawn(move || {
-                let mut scratch = Scratch::new(dim);
-                with_simd(|| {
-                    for (k, xu) in chunk.chunks_exact_mut(dim).enumerate() {
-                        let row = row_of(chunk_no * per_thread + k);
-                        conjugate_gradient(xu, y, yty, row, params, &mut scratch);
-                    }
-                });
+                dispatch(SolveRows {
+                    x: chunk,
+                    first_row: chunk_no * per_thread,
+                    y,
+                    yty,
+                    params,
+                    row_of,
+                    _rows: std::marker::PhantomData,
+                })
             });
         }
     });
 }
 
 /// `YᵀY + λI`, row-major `dim × dim`.
-fn gram(y: &[f32], dim: usize, regularization: f32) -> Vec<f32> {
-    let mut g = vec![0f32; dim * dim];
-    with_simd(|| {
-        for row in y.chunks_exact(dim) {
+struct Gram<'a> {
+    y: &'a [f32],
+    dim: usize,
+    regularization: f32,
+}
+
+impl pulp::WithSimd for Gram<'_> {
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> Vec<f32> {
+        let dim = self.dim;
+        let mut g = vec![0f32; dim * dim];
+        for row in self.y.chunks_exact(dim) {
             for (a, &ya) in row.iter().enumerate() {
-                axpy(ya, row, &mut g[a * dim..(a + 1) * dim]);
+                axpy(simd, ya, row, &mut g[a * dim..(a + 1) * dim]);
             }
         }
-    });
-    for a in 0..dim {
-        g[a * dim + a] += regularization;
+        for a in 0..dim {
+            g[a * dim + a] += self.regularization;
+        }
+        g
     }
-    g
+}
+
+/// Solves the rows of one thread's chunk.
+struct SolveRows<'a, 'r, F> {
+    x: &'a mut [f32],
+    first_row: usize,
+    y: &'a [f32],
+    yty: &'a [f32],
+    params: &'a IalsParams,
+    row_of: &'a F,
+    /// The lifetime of the rows `row_of` hands out (the training data's).
+    _rows: std::marker::PhantomData<Row<'r>>,
+}
+
+impl<'r, F: Fn(usize) -> Row<'r>> pulp::WithSimd for SolveRows<'_, 'r, F> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let dim = self.yty.len().isqrt();
+        let mut scratch = Scratch::new(dim);
+        for (k, xu) in self.x.chunks_exact_mut(dim).enumerate() {
+            let row = (self.row_of)(self.first_row + k);
+            conjugate_gradient(simd, xu, self.y, self.yty, row, self.params, &mut scratch);
+        }
+    }
 }
 
 struct Scratch {
@@ -107,16 +208,17 @@ impl Scratch {
 }
 
 #[inline(always)]
-fn mat_vec(m: &[f32], v: &[f32], out: &mut [f32]) {
+fn mat_vec<S: Simd>(simd: S, m: &[f32], v: &[f32], out: &mut [f32]) {
     let dim = v.len();
     for (o, row) in out.iter_mut().zip(m.chunks_exact(dim)) {
-        *o = dot(row, v);
+        *o = dot(simd, row, v);
     }
 }
 
 /// A few CG steps on `(YᵀY + λI + Yᵀ(C-I)Y) x = YᵀC·1`, warm-started from the current `x`.
 #[inline(always)]
-fn conjugate_gradient(
+fn conjugate_gradient<S: Simd>(
+    simd: S,
     x: &mut [f32],
     y: &[f32],
     yty: &[f32],
@@ -126,29 +228,29 @@ fn conjugate_gradient(
 ) {
     let dim = x.len();
     // r = b - A x
-    mat_vec(yty, x, &mut s.r);
+    mat_vec(simd, yty, x, &mut s.r);
     s.r.iter_mut().for_each(|v| *v = -*v);
     for (&i, &w) in row.idx.iter().zip(row.weights) {
         let yi = &y[i as usize * dim..(i as usize + 1) * dim];
         let confidence = params.alpha * w;
-        axpy(confidence - (confidence - 1.0) * dot(yi, x), yi, &mut s.r);
+        axpy(simd, confidence - (confidence - 1.0) * dot(simd, yi, x), yi, &mut s.r);
     }
     s.p.copy_from_slice(&s.r);
-    let mut rs_old = dot(&s.r, &s.r);
+    let mut rs_old = dot(simd, &s.r, &s.r);
     if rs_old < 1e-20 {
         return;
     }
     for _ in 0..params.cg_steps {
-        mat_vec(yty, &s.p, &mut s.ap);
+        mat_vec(simd, yty, &s.p, &mut s.ap);
         for (&i, &w) in row.idx.iter().zip(row.weights) {
             let yi = &y[i as usize * dim..(i as usize + 1) * dim];
             let confidence = params.alpha * w;
-            axpy((confidence - 1.0) * dot(yi, &s.p), yi, &mut s.ap);
+            axpy(simd, (confidence - 1.0) * dot(simd, yi, &s.p), yi, &mut s.ap);
         }
-        let step = rs_old / dot(&s.p, &s.ap);
-        axpy(step, &s.p, x);
-        axpy(-step, &s.ap, &mut s.r);
-        let rs_new = dot(&s.r, &s.r);
+        let step = rs_old / dot(simd, &s.p, &s.ap);
+        axpy(simd, step, &s.p, x);
+        axpy(simd, -step, &s.ap, &mut s.r);
+        let rs_new = dot(simd, &s.r, &s.r);
         if rs_new < 1e-20 {
             break;
         }
@@ -179,11 +281,40 @@ mod tests {
     }
 
     #[test]
+    fn blocked_scores_equal_plain_dot_products() {
+        // 83 items: ten full blocks of eight and a partial one; dimension 5 is not a lane multiple.
+        let (dim, n_items) = (5, 83);
+        let users: Vec<f32> = (0..2 * dim).map(|k| (k as f32 * 0.37).sin()).collect();
+        let items: Vec<f32> = (0..n_items * dim).map(|k| (k as f32 * 0.11).cos()).collect();
+        let f = Factors::new(dim, users.clone(), items.clone());
+        let mut fast = vec![0f32; n_items];
+        dispatch(Score { f: &f, out: &mut fast });
+        for (i, &got) in fast.iter().enumerate() {
+            let expected: f32 = (0..dim).map(|d| users[dim + d] * items[i * dim + d]).sum();
+            assert!((got - expected).abs() < 1e-5, "item {i}: {got} vs {expected}");
+        }
+    }
+
+    struct Score<'a> {
+        f: &'a Factors,
+        out: &'a mut [f32],
+    }
+
+    impl pulp::WithSimd for Score<'_> {
+        type Output = ();
+        fn with_simd<S: Simd>(self, simd: S) {
+            self.f.score_user(simd, 1, self.out);
+        }
+    }
+
+    #[test]
     fn learns_the_communities_and_is_independent_of_threads() {
         let params = IalsParams { factors: 4, regularization: 0.1, alpha: 10.0, iterations: 10, cg_steps: 3 };
         let data = block_data();
         let f = fit(&data, &params, 7, 1);
-        let score = |u: usize, i: usize| dot(&f.users[u * 4..u * 4 + 4], &f.items[i * 4..i * 4 + 4]);
+        let score = |u: usize, i: usize| -> f32 {
+            f.users[u * 4..u * 4 + 4].iter().zip(&f.items[i * 4..i * 4 + 4]).map(|(a, b)| a * b).sum()
+        };
         // u1 (index 0) should prefer its own community's items (a, b) to the other's (c, d).
         assert!(score(0, 0) > score(0, 2) + 0.3);
         assert!(score(5, 3) > score(5, 1) + 0.3);
