@@ -15,7 +15,7 @@ use crate::model::{CandidateFigures, Model, ModelInfo, ModelSpec, Scorer, Select
 use crate::topn;
 
 /// Default memory budget for fitting: 1 GiB. Dense EASE needs 24 × items² bytes at its peak,
-/// so it runs up to about 6,600 items; larger catalogs use the sparse/linear models.
+/// so it runs up to 6,688 items; larger catalogs use the sparse/linear models.
 pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 1 << 30;
 
 /// Environment variable read by [`TrainConfig::default`] for the memory budget, in MiB.
