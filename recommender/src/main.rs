@@ -36,6 +36,12 @@ struct ModelArgs {
     /// Weight of an EVENT_TYPE, as TYPE=WEIGHT; repeatable (defaults: enrolled=1, submitAssignment=0.5).
     #[arg(long = "event-weight", value_parser = parse_weight)]
     event_weights: Vec<(String, f32)>,
+    /// Neighbours kept per item by item-knn.
+    #[arg(long)]
+    knn_neighbours: Option<usize>,
+    /// Shrinkage of item-knn's cosine similarity (larger: trust small overlaps less).
+    #[arg(long)]
+    knn_shrink: Option<f32>,
     /// Threads for iALS (0: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -58,6 +64,12 @@ impl ModelArgs {
         }
         for (k, w) in &self.event_weights {
             config.event_weights.insert(k.clone(), *w);
+        }
+        if let Some(k) = self.knn_neighbours {
+            config.knn_neighbours = k;
+        }
+        if let Some(s) = self.knn_shrink {
+            config.knn_shrink = s;
         }
         if let Some(l) = self.ease_lambda {
             config.ease_lambdas = vec![l];
