@@ -441,3 +441,11 @@ fn parquet_export_rows_are_read() {
     let err = read_parquet(dir.path().join("bad.parquet")).err().unwrap();
     assert!(err.to_string().contains("bad.parquet"), "{err}");
 }
+
+#[test]
+fn models_and_the_live_handle_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Model>();
+    shareable::<LiveModel>();
+    shareable::<ModelRegistry>();
+}

@@ -11,7 +11,7 @@ pub(crate) fn dispatch<Op: pulp::WithSimd>(op: Op) -> Op::Output {
     pulp::Arch::new().dispatch(op)
 }
 
-/// The instruction set [`dispatch`] runs with on this CPU, for benchmark reports.
+/// The instruction set the scoring kernels run with on this CPU, for benchmark reports.
 pub fn simd_level() -> &'static str {
     match pulp::Arch::new() {
         pulp::Arch::Scalar => "scalar",
