@@ -337,8 +337,11 @@ impl<'a> Decoder<'a> {
             }
             TAG_BLEND if depth == 0 => {
                 let n = self.u64("blend size")?;
+                if n > 16 {
+                    return Err(DecodeError::Malformed(format!("a blend of {n} parts")));
+                }
                 let mut parts = Vec::new();
-                for _ in 0..n.min(16) {
+                for _ in 0..n {
                     let w = self.f32s("blend weight")?;
                     let [w] = w[..] else { return Err(DecodeError::Malformed("blend weight".into())) };
                     parts.push((w, self.scorer(depth + 1)?));

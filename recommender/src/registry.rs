@@ -100,8 +100,10 @@ impl ModelRegistry {
         self.root.join(version.as_str()).join(MODEL_FILE)
     }
 
-    /// Publishes the model under its own version name and makes it the latest. Publishing the
-    /// same model twice is harmless; a different model under an existing name is refused.
+    /// Publishes the model under its own version name and makes it the latest unless a newer
+    /// version already is (a slow training that finishes late does not roll serving back; use
+    /// [`point_latest_to`](Self::point_latest_to) to roll back on purpose). Publishing the same
+    /// model twice is harmless; a different model under an existing name is refused.
     pub fn publish(&self, model: &Model) -> Result<Version, RegistryError> {
         let version = Version::parse(&model.info().version)?;
         let bytes = model.to_bytes();
@@ -124,7 +126,9 @@ impl ModelRegistry {
             fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
             sync_dir(&self.root)?;
         }
-        self.point_latest_to(&version)?;
+        if self.latest_version()?.is_none_or(|latest| latest < version) {
+            self.point_latest_to(&version)?;
+        }
         Ok(version)
     }
 

@@ -288,6 +288,15 @@ fn registry_publishes_atomically_and_serves_the_newest() {
     let (latest, loaded) = registry.load_latest().unwrap();
     assert_eq!((latest, loaded), (v2.clone(), second));
     assert!(registry.dir().join(v2.as_str()).join("info.json").exists());
+    // A model trained earlier but published later does not roll serving back...
+    let late = model_trained_at(1_767_220_000, &[row("new-a", "D", 800)]);
+    let v0 = registry.publish(&late).unwrap();
+    assert!(v0 < v1);
+    assert_eq!(registry.latest_version().unwrap(), Some(v2.clone()));
+    // ...unless asked to.
+    registry.point_latest_to(&v0).unwrap();
+    assert_eq!(registry.load_latest().unwrap().0, v0);
+    registry.point_latest_to(&v2).unwrap();
     // Nothing temporary is left behind.
     let leftovers: Vec<_> = std::fs::read_dir(registry.dir())
         .unwrap()
