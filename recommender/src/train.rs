@@ -258,10 +258,12 @@ pub(crate) fn fit_spec(spec: &ModelSpec, data: &Dataset, config: &TrainConfig) -
         ModelSpec::ItemKnn { neighbours, shrink } => {
             Scorer::SparseItemItem(knn::fit(data, *neighbours, *shrink))
         }
-        ModelSpec::Ease { lambda } => Scorer::DenseItemItem { weights: ease::fit(data, *lambda)? },
+        ModelSpec::Ease { lambda } => {
+            Scorer::DenseItemItem { weights: ease::fit(data, *lambda, config.threads())? }
+        }
         ModelSpec::Ials(p) => Scorer::Factors(ials::fit(data, p, config.seed, config.threads())),
         ModelSpec::EaseIals { lambda, ials: p, ease_weight } => Scorer::Blend(vec![
-            (*ease_weight, Scorer::DenseItemItem { weights: ease::fit(data, *lambda)? }),
+            (*ease_weight, Scorer::DenseItemItem { weights: ease::fit(data, *lambda, config.threads())? }),
             (1.0 - *ease_weight, Scorer::Factors(ials::fit(data, p, config.seed, config.threads()))),
         ]),
     })

@@ -23,7 +23,7 @@ pub struct NotPositiveDefinite {
 }
 
 /// Returns `B` row-major: `weights[i * n + j]` is how much having item `i` says about item `j`.
-pub(crate) fn fit(data: &Dataset, lambda: f64) -> Result<Vec<f32>, NotPositiveDefinite> {
+pub(crate) fn fit(data: &Dataset, lambda: f64, threads: usize) -> Result<Vec<f32>, NotPositiveDefinite> {
     let n = data.n_items();
     if n == 0 {
         return Ok(Vec::new());
@@ -45,7 +45,7 @@ pub(crate) fn fit(data: &Dataset, lambda: f64) -> Result<Vec<f32>, NotPositiveDe
         gram[(i, i)] += lambda;
     }
 
-    let par = Par::Seq;
+    let par = if threads > 1 { Par::rayon(threads) } else { Par::Seq };
     let mut factor = gram;
     {
         let mut mem =
@@ -134,7 +134,7 @@ mod tests {
                 row
             })
             .collect();
-        let b = fit(&data, 0.5).unwrap();
+        let b = fit(&data, 0.5, 1).unwrap();
         let expected = reference(&x, 0.5);
         let n = data.n_items();
         for i in 0..n {
