@@ -1,7 +1,7 @@
 """Baselines for scripts/bench-recommender, on the split our `evaluate --dump-split` wrote.
 
     baselines SPLIT_DIR SEED   -> one JSON line per baseline (implicit ALS, numpy EASE)
-    table OURS.jsonl THEIRS.jsonl -> the comparison table with our ratios
+    table OURS.jsonl[,OURS2.jsonl...] THEIRS.jsonl[,...] -> the comparison table with our ratios
 
 Metrics follow the same protocol as `recommender evaluate`: full ranking over the training
 items, the user's training items excluded, binary relevance, averaged over users with a test
@@ -100,13 +100,27 @@ def baselines(split_dir, seed):
     print(f"BLAS: {blas}", file=sys.stderr)
 
 
-def table(ours_path, theirs_path):
-    ours = [json.loads(l) for l in open(ours_path) if l.strip()]
-    theirs = {r["model"]: r for r in (json.loads(l) for l in open(theirs_path) if l.strip())}
+def median_fits(paths):
+    """Rows of the first run, with fit_seconds replaced by the median over all runs (fits vary with
+    machine load; quality figures are seeded and identical run to run)."""
+    runs = [[json.loads(l) for l in open(p) if l.strip()] for p in paths]
+    rows = runs[0]
+    for i, row in enumerate(rows):
+        fits = sorted(run[i]["fit_seconds"] for run in runs)
+        row["fit_seconds"] = fits[len(fits) // 2]
+        row["fit_range"] = (fits[0], fits[-1])
+    return rows
+
+
+def table(ours_paths, theirs_paths):
+    ours = median_fits(ours_paths)
+    theirs = {r["model"]: r for r in median_fits(theirs_paths)}
     rows = [(r["model"] + (f" ({r['chosen']})" if r.get("chosen") else ""), r, "ours") for r in ours]
     rows += [(name, r, "baseline") for name, r in theirs.items()]
     als, ease = theirs.get("implicit-als"), theirs.get("numpy-ease")
-    header = f"| {'model':<24} | {'NDCG@10':>8} | {'Recall@20':>9} | {'fit s':>6} | {'NDCG vs ALS':>11} | {'NDCG vs EASE':>12} | {'fit vs ALS':>10} |"
+    runs = len(ours_paths)
+    header = (f"| {'model':<24} | {'NDCG@10':>8} | {'Recall@20':>9} | {'fit s (median of ' + str(runs) + ')':>20} "
+              f"| {'NDCG vs ALS':>11} | {'NDCG vs EASE':>12} | {'fit vs ALS':>10} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, r, kind in rows:
@@ -114,7 +128,9 @@ def table(ours_path, theirs_path):
         vs_als = ratio(r["ndcg@10"], als["ndcg@10"]) if als and kind == "ours" else ""
         vs_ease = ratio(r["ndcg@10"], ease["ndcg@10"]) if ease and kind == "ours" else ""
         fit_vs = ratio(r["fit_seconds"], als["fit_seconds"]) if als and kind == "ours" else ""
-        print(f"| {name:<24} | {r['ndcg@10']:>8.4f} | {r['recall@20']:>9.4f} | {r['fit_seconds']:>6.2f} "
+        lo, hi = r["fit_range"]
+        fit = f"{r['fit_seconds']:.2f} ({lo:.2f}-{hi:.2f})"
+        print(f"| {name:<24} | {r['ndcg@10']:>8.4f} | {r['recall@20']:>9.4f} | {fit:>20} "
               f"| {vs_als:>11} | {vs_ease:>12} | {fit_vs:>10} |")
 
 
@@ -122,6 +138,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "baselines":
         baselines(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "table":
-        table(sys.argv[2], sys.argv[3])
+        table(sys.argv[2].split(","), sys.argv[3].split(","))
     else:
         sys.exit(__doc__)
