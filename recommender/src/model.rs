@@ -28,6 +28,7 @@ pub enum ModelSpec {
     Ials(IalsParams),
     /// EASE and iALS scores, each standardised per user, mixed as
     /// `ease_weight × ease + (1 - ease_weight) × ials`.
+    #[serde(rename = "ease+ials")]
     EaseIals { lambda: f64, ials: IalsParams, ease_weight: f32 },
 }
 

@@ -100,6 +100,9 @@ fn automatic_choice_records_its_figures_and_still_answers_b() {
     assert!(info.selection.candidates.windows(2).all(|w| w[0].ndcg_at_10 >= w[1].ndcg_at_10));
     assert_eq!(info.spec, info.selection.candidates[0].spec);
     assert_eq!(info.model, info.spec.name());
+    // The stored spec names the model as the CLI and `evaluate` do.
+    let spec_json = serde_json::to_value(&info.spec).unwrap();
+    assert_eq!(spec_json["model"], info.model.as_str());
     assert_eq!((info.users, info.items, info.interactions, info.rows), (20, 6, 45, 45));
     // The held-out E and F follow from A/B and C/D, which popularity cannot see.
     assert!(info.spec.is_personalized(), "chose {:?}", info.spec);
