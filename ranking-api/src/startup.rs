@@ -6,10 +6,9 @@ use std::sync::Arc;
 use store::embedded::EmbeddedStore;
 use tracing_subscriber::EnvFilter;
 
+use crate::backends::embedded::{EmbeddedRecommender, ModelSlot, train_first_model};
 use crate::backends::personalize::{PersonalizeRecommender, client_config};
-use crate::backends::popularity::{
-    PopularFallback, PopularityRecommender, PopularitySnapshot, SharedPopularity,
-};
+use crate::backends::popularity::{PopularFallback, PopularitySnapshot, SharedPopularity};
 use crate::config::{Cli, Command, Config};
 use crate::port::Recommender;
 use crate::routes::{AppState, router};
@@ -75,9 +74,25 @@ pub async fn build_state(
     } else if lambda {
         tracing::warn!("no Personalize campaign configured: every answer will be a fallback");
         None
-    } else {
+    } else if let Some(store) = &store {
+        let slot = Arc::new(ModelSlot::open(&config.data_dir.join("models"))?);
+        if slot.current().is_none() && popularity.get().item_count() > 0 {
+            tracing::info!("no model yet: training the first one from the embedded store in the background");
+            let (store, slot) = (store.clone(), slot.clone());
+            tokio::spawn(async move {
+                match train_first_model(&store, &slot).await {
+                    Ok(version) => tracing::info!(%version, "first model trained and published"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not train a first model; answering from popular items")
+                    }
+                }
+            });
+        }
+        slot.refresh_in_background(config.refresh_every());
         tracing::info!("answering from the embedded recommender");
-        Some(Arc::new(PopularityRecommender::new(popularity.clone())))
+        Some(Arc::new(EmbeddedRecommender::new(slot)))
+    } else {
+        None
     };
 
     let service = RankingService::new(backend, Arc::new(PopularFallback::new(popularity.clone())));

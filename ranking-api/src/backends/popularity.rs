@@ -1,5 +1,5 @@
-//! Popularity over the embedded interactions store, held in memory: the embedded
-//! backend until a trained model exists, and the fallback of last resort.
+//! Popularity over the embedded interactions store, held in memory: the fallback of
+//! last resort, always as fresh as the store.
 //!
 //! A snapshot is rebuilt in the background whenever any process (the event
 //! consumer's CLI, the export) has written to the store, and swapped in whole, so
@@ -9,15 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use schemas::{ItemId, UserId};
 use store::StoreError;
 use store::embedded::EmbeddedStore;
 
-use crate::port::{
-    BackendError, Fallback, FallbackReason, Ranked, RecommendRequest, Recommender, RerankRequest, ScoredItem,
-    Source,
-};
+use crate::backends::embedded::round_score;
+use crate::port::{Fallback, ScoredItem};
 
 /// Items by popularity with what each user already has.
 #[derive(Debug, Default)]
@@ -81,11 +78,6 @@ impl PopularitySnapshot {
     }
 }
 
-/// Six decimals are plenty to order items, and print in a third of the bytes.
-fn round_score(score: f64) -> f64 {
-    (score * 1e6).round() / 1e6
-}
-
 /// The current snapshot, swapped whole on refresh.
 #[derive(Clone, Default)]
 pub struct SharedPopularity {
@@ -146,56 +138,6 @@ impl SharedPopularity {
                 }
             }
         })
-    }
-}
-
-/// The embedded backend while no trained model exists: popular items the user has not had yet.
-pub struct PopularityRecommender {
-    popularity: SharedPopularity,
-}
-
-impl PopularityRecommender {
-    pub fn new(popularity: SharedPopularity) -> Self {
-        Self { popularity }
-    }
-}
-
-#[async_trait]
-impl Recommender for PopularityRecommender {
-    fn source(&self) -> Source {
-        Source::Embedded
-    }
-
-    async fn recommend(&self, request: &RecommendRequest) -> Result<Ranked, BackendError> {
-        if request.filter.is_some() {
-            return Err(BackendError::InvalidInput(
-                "filters are evaluated by Personalize; the embedded recommender has none".into(),
-            ));
-        }
-        let snapshot = self.popularity.get();
-        let Some(seen) = snapshot.seen.get(&request.user_id) else {
-            return Err(BackendError::unavailable(
-                FallbackReason::UnknownUser,
-                "no history for this user yet",
-            ));
-        };
-        Ok(Ranked { items: snapshot.top_unseen(Some(seen), request.num_results), recommendation_id: None })
-    }
-
-    async fn rerank(&self, request: &RerankRequest) -> Result<Ranked, BackendError> {
-        if request.filter.is_some() {
-            return Err(BackendError::InvalidInput(
-                "filters are evaluated by Personalize; the embedded recommender has none".into(),
-            ));
-        }
-        let snapshot = self.popularity.get();
-        if !snapshot.seen.contains_key(&request.user_id) {
-            return Err(BackendError::unavailable(
-                FallbackReason::UnknownUser,
-                "no history for this user yet",
-            ));
-        }
-        Ok(Ranked { items: snapshot.rerank(&request.items), recommendation_id: None })
     }
 }
 
@@ -273,21 +215,6 @@ mod tests {
         let out = snapshot.rerank(&input);
         assert_eq!(ids(&out), ["A", "B", "Z", "Y"]);
         assert_eq!(out[2].score, None);
-    }
-
-    #[tokio::test]
-    async fn unknown_users_are_sent_to_the_fallback() {
-        let (_dir, store) = store_with(&[("u1", "A")]);
-        let backend =
-            PopularityRecommender::new(SharedPopularity::new(PopularitySnapshot::load(&store).unwrap()));
-        let request = RecommendRequest {
-            user_id: "stranger".parse().unwrap(),
-            num_results: 5,
-            filter: None,
-            context: Default::default(),
-        };
-        let err = backend.recommend(&request).await.unwrap_err();
-        assert!(matches!(err, BackendError::Unavailable { reason: FallbackReason::UnknownUser, .. }));
     }
 
     #[tokio::test]

@@ -10,9 +10,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
-use ranking_api::backends::popularity::{
-    PopularFallback, PopularityRecommender, PopularitySnapshot, SharedPopularity,
-};
+use ranking_api::backends::embedded::{EmbeddedRecommender, ModelSlot};
+use ranking_api::backends::popularity::{PopularFallback, PopularitySnapshot, SharedPopularity};
 use ranking_api::port::{
     BackendError, Fallback, Ranked, RecommendRequest, Recommender, RerankRequest, ScoredItem, Source,
 };
@@ -28,8 +27,9 @@ pub const ROWS: &[(&str, &str)] =
     &[("u1", "A"), ("u1", "B"), ("u2", "A"), ("u2", "C"), ("u3", "A"), ("u4", "B")];
 
 pub struct TestData {
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     pub popularity: SharedPopularity,
+    pub interactions: Vec<Interaction>,
 }
 
 pub fn test_data(rows: &[(&str, &str)]) -> TestData {
@@ -49,14 +49,24 @@ pub fn test_data(rows: &[(&str, &str)]) -> TestData {
         .collect();
     store.put_many_blocking(&interactions).unwrap();
     let popularity = SharedPopularity::new(PopularitySnapshot::load(&store).unwrap());
-    TestData { _dir: dir, popularity }
+    TestData { dir, popularity, interactions }
 }
 
-/// The local composition: embedded backend and popular-items fallback over `ROWS`.
+/// Trains a model on the test data and publishes it where the embedded backend looks.
+pub fn published_model(data: &TestData) -> Arc<ModelSlot> {
+    let models = data.dir.path().join("models");
+    let rows: Vec<recommender::InteractionRow> = data.interactions.iter().map(Into::into).collect();
+    let model = recommender::train(rows, &recommender::TrainConfig::default()).unwrap();
+    recommender::ModelRegistry::open(&models).unwrap().publish(&model).unwrap();
+    Arc::new(ModelSlot::open(&models).unwrap())
+}
+
+/// The local composition: embedded model and popular-items fallback over `ROWS`.
 pub fn embedded_state() -> (TestData, AppState) {
     let data = test_data(ROWS);
+    let slot = published_model(&data);
     let service = RankingService::new(
-        Some(Arc::new(PopularityRecommender::new(data.popularity.clone()))),
+        Some(Arc::new(EmbeddedRecommender::new(slot))),
         Arc::new(PopularFallback::new(data.popularity.clone())),
     );
     (data, AppState::new(service, HashMap::new()))

@@ -1,0 +1,106 @@
+//! The embedded backend through the Router: a trained model answers, a newer model is
+//! picked up without a restart, a broken one is refused while the old one keeps serving.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use ranking_api::backends::embedded::{EmbeddedRecommender, ModelSlot};
+use ranking_api::backends::popularity::PopularFallback;
+use ranking_api::service::RankingService;
+use ranking_api::{AppState, router};
+
+/// 30 students took A then B; 10 took C then D; the newcomer has only taken A.
+fn a_then_b() -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    for s in 0..30 {
+        rows.push((format!("ab-{s}"), "A".to_owned()));
+        rows.push((format!("ab-{s}"), "B".to_owned()));
+    }
+    for s in 0..10 {
+        rows.push((format!("cd-{s}"), "C".to_owned()));
+        rows.push((format!("cd-{s}"), "D".to_owned()));
+    }
+    rows.push(("newcomer".to_owned(), "A".to_owned()));
+    rows
+}
+
+fn state_over(rows: &[(String, String)]) -> (TestData, Arc<ModelSlot>, AppState) {
+    let pairs: Vec<(&str, &str)> = rows.iter().map(|(u, i)| (u.as_str(), i.as_str())).collect();
+    let data = test_data(&pairs);
+    let slot = published_model(&data);
+    let service = RankingService::new(
+        Some(Arc::new(EmbeddedRecommender::new(slot.clone()))),
+        Arc::new(PopularFallback::new(data.popularity.clone())),
+    );
+    (data, slot, AppState::new(service, Default::default()))
+}
+
+#[tokio::test]
+async fn a_student_who_took_a_gets_b_first() {
+    let (_data, _slot, state) = state_over(&a_then_b());
+    let (status, body) = get(router(state), "/ranking/newcomer?numResults=3").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "embedded");
+    assert_eq!(item_ids(&body)[0], "B", "{body}");
+    assert!(!item_ids(&body).contains(&"A".to_owned()), "A is already taken");
+}
+
+#[tokio::test]
+async fn no_model_yet_means_popular_items_and_says_so() {
+    let data = test_data(ROWS);
+    let slot = Arc::new(ModelSlot::open(&data.dir.path().join("models")).unwrap());
+    let service = RankingService::new(
+        Some(Arc::new(EmbeddedRecommender::new(slot))),
+        Arc::new(PopularFallback::new(data.popularity.clone())),
+    );
+    let (status, body) = get(router(AppState::new(service, Default::default())), "/ranking/u3").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["source"], "fallback");
+    assert_eq!(body["fallback"]["reason"], "no_model");
+    assert_eq!(item_ids(&body), ["B", "C"], "popular items minus what u3 took");
+}
+
+#[tokio::test]
+async fn a_newer_model_is_served_without_a_restart() {
+    let (data, slot, state) = state_over(&a_then_b());
+    let app = router(state);
+    let (_, before) = get(app.clone(), "/ranking/late-joiner").await;
+    assert_eq!(before["fallback"]["reason"], "unknown_user");
+
+    // The pipeline publishes a model that knows the late joiner.
+    let mut rows = a_then_b();
+    rows.push(("late-joiner".to_owned(), "C".to_owned()));
+    let pairs: Vec<(&str, &str)> = rows.iter().map(|(u, i)| (u.as_str(), i.as_str())).collect();
+    let newer = test_data(&pairs);
+    let rows: Vec<recommender::InteractionRow> = newer.interactions.iter().map(Into::into).collect();
+    let model = recommender::train(rows, &recommender::TrainConfig::default()).unwrap();
+    recommender::ModelRegistry::open(data.dir.path().join("models")).unwrap().publish(&model).unwrap();
+
+    assert!(slot.refresh().unwrap().is_some(), "the refresh saw the new version");
+    let (status, after) = get(app, "/ranking/late-joiner?numResults=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(after["source"], "embedded");
+    assert_eq!(item_ids(&after), ["D"], "{after}");
+}
+
+#[tokio::test]
+async fn a_corrupted_version_is_refused_while_the_old_one_keeps_serving() {
+    let (data, slot, state) = state_over(&a_then_b());
+    let models = data.dir.path().join("models");
+    let registry = recommender::ModelRegistry::open(&models).unwrap();
+    // A newer version whose file was cut short, pointed at by LATEST.
+    let good = registry.latest_version().unwrap().unwrap();
+    let bad = recommender::Version::parse("29991231T000000Z-000000000000").unwrap();
+    std::fs::create_dir_all(models.join(bad.as_str())).unwrap();
+    let bytes = std::fs::read(registry.model_path(&good)).unwrap();
+    std::fs::write(registry.model_path(&bad), &bytes[..bytes.len() / 2]).unwrap();
+    registry.point_latest_to(&bad).unwrap();
+
+    let refused = slot.refresh().unwrap_err().to_string();
+    assert!(refused.contains(bad.as_str()) || refused.to_lowercase().contains("truncat"), "{refused}");
+    let (status, body) = get(router(state), "/ranking/newcomer?numResults=1").await;
+    assert_eq!(status, 200);
+    assert_eq!((body["source"].as_str(), item_ids(&body)), (Some("embedded"), vec!["B".to_owned()]));
+}
