@@ -3,5 +3,10 @@
 //! the campaign, as a resumable state machine that each invocation advances without
 //! ever waiting for Personalize. See the crate README for the contract with infra.
 
+pub mod events;
 pub mod export;
 pub mod manifest;
+pub mod personalize;
+pub mod run;
+pub mod runs;
+pub mod trainer;

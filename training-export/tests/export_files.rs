@@ -21,7 +21,11 @@ fn interaction(n: usize, user: &str, item: &str, ts: i64, value: Option<f32>) ->
         user_id: user.parse().unwrap(),
         item_id: item.parse().unwrap(),
         timestamp: Timestamp::from_epoch_seconds(ts).unwrap(),
-        event_type: if n % 3 == 0 { EventType::submitted_assignment() } else { EventType::enrolled() },
+        event_type: if n.is_multiple_of(3) {
+            EventType::submitted_assignment()
+        } else {
+            EventType::enrolled()
+        },
         event_value: value,
         event_id: EventId::parse(format!("e-{n:06}")).unwrap(),
     }
