@@ -7,6 +7,7 @@ pub mod events;
 pub mod export;
 pub mod manifest;
 pub mod personalize;
+pub mod pipeline;
 pub mod run;
 pub mod runs;
 pub mod trainer;

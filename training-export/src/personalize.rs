@@ -118,10 +118,6 @@ where
     PersonalizeError { operation, message: DisplayErrorContext(&err).to_string(), retryable }
 }
 
-fn already_exists<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
-    matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ResourceAlreadyExistsException"))
-}
-
 impl AwsPersonalize {
     pub fn new(client: Client, resources: PersonalizeResources) -> Self {
         Self { client, resources }
@@ -201,7 +197,7 @@ impl Personalize for AwsPersonalize {
                 message: "the response has no job ARN".into(),
                 retryable: true,
             }),
-            Err(e) if already_exists(&e) => {
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_already_exists_exception() => {
                 let arn = self.import_job_arn(name);
                 tracing::info!(job = name, %arn, "import job already exists; resuming it");
                 Ok(arn)
@@ -246,7 +242,7 @@ impl Personalize for AwsPersonalize {
                 message: "the response has no solution version ARN".into(),
                 retryable: true,
             }),
-            Err(e) if already_exists(&e) => {
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_already_exists_exception() => {
                 tracing::info!(name, "solution version already exists; finding it");
                 self.find_solution_version(name, not_before).await
             }
