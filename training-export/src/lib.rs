@@ -3,6 +3,9 @@
 //! the campaign, as a resumable state machine that each invocation advances without
 //! ever waiting for Personalize. See the crate README for the contract with infra.
 
+pub mod app;
+pub mod bench;
+pub mod config;
 pub mod events;
 pub mod export;
 pub mod manifest;
