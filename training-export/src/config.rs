@@ -155,6 +155,7 @@ impl Config {
             quality_metric: self.quality_metric.clone(),
             quality_tolerance: self.quality_tolerance,
             safety_margin: Duration::from_secs(self.safety_margin_secs),
+            ..Settings::default()
         }
     }
 

@@ -54,6 +54,8 @@ pub struct Settings {
     pub quality_tolerance: f64,
     /// No step starts with less than this left before the deadline.
     pub safety_margin: Duration,
+    /// How long an invocation holds a run it is advancing (longer than a Lambda lives).
+    pub lease: Duration,
 }
 
 impl Default for Settings {
@@ -66,6 +68,7 @@ impl Default for Settings {
             quality_metric: "normalized_discounted_cumulative_gain_at_10".into(),
             quality_tolerance: 0.02,
             safety_margin: Duration::from_secs(60),
+            lease: Duration::from_secs(16 * 60),
         }
     }
 }
@@ -368,8 +371,39 @@ impl Pipeline {
         })
     }
 
-    /// Advances `run` until it waits, ends, or the deadline comes near.
+    /// Advances `run` until it waits, ends, or the deadline comes near, holding its
+    /// lease meanwhile so that an overlapping invocation does not redo the same step.
     pub async fn advance(&self, mut run: Run, deadline: Deadline) -> Result<Run, PipelineError> {
+        if let Some(until) = run.lease_until.filter(|&until| until > now()) {
+            tracing::info!(run_id = %run.run_id, lease_until = until, "another invocation is advancing this run");
+            return Ok(run);
+        }
+        run.lease_until = Some(now() + self.settings.lease.as_secs() as i64);
+        match self.runs.save(&mut run).await {
+            Ok(()) => {}
+            Err(RunStoreError::Conflict { .. }) => {
+                tracing::info!(run_id = %run.run_id, "another invocation took this run first");
+                return Ok(self.runs.get(&run.run_id).await?.unwrap_or(run));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let (mut run, still_ours) = self.advance_holding_lease(run, deadline).await?;
+        if !still_ours {
+            return Ok(run);
+        }
+        run.lease_until = None;
+        match self.runs.save(&mut run).await {
+            Ok(()) | Err(RunStoreError::Conflict { .. }) => Ok(run),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Returns the run and whether this invocation still holds it.
+    async fn advance_holding_lease(
+        &self,
+        mut run: Run,
+        deadline: Deadline,
+    ) -> Result<(Run, bool), PipelineError> {
         while run.is_active() {
             if deadline.too_close(self.settings.safety_margin) {
                 tracing::info!(run_id = %run.run_id, state = run.state.name(), "deadline near; next invocation continues");
@@ -382,7 +416,7 @@ impl Pipeline {
                         Ok(()) => {}
                         Err(RunStoreError::Conflict { .. }) => {
                             tracing::warn!(run_id = %run.run_id, "another invocation advanced this run; stopping");
-                            return Ok(self.runs.get(&run.run_id).await?.unwrap_or(run));
+                            return Ok((self.runs.get(&run.run_id).await?.unwrap_or(run), false));
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -417,7 +451,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok(run)
+        Ok((run, true))
     }
 
     /// Enters a terminal state: announce first, so that a state is never terminal

@@ -190,6 +190,11 @@ pub struct Run {
     pub deploy: Option<DeployRecord>,
     /// The last retryable problem met while waiting (throttling, a busy campaign).
     pub last_error: Option<String>,
+    /// Epoch seconds until which one invocation is working on the run: a second one
+    /// (the 10-minute tick during a long export) leaves it alone instead of redoing
+    /// the same step. Expires by itself if its holder dies.
+    #[serde(default)]
+    pub lease_until: Option<i64>,
     pub history: Vec<Transition>,
 }
 
@@ -235,6 +240,7 @@ impl Run {
             gate: None,
             deploy: None,
             last_error: None,
+            lease_until: None,
         }
     }
 

@@ -431,7 +431,9 @@ async fn a_nightly_run_goes_from_export_to_a_live_campaign_without_waiting() {
 async fn a_crash_after_any_step_resumes_with_one_import_job_and_one_solution_version() {
     let mut crash_points = 0;
     for crash_on_save in 1.. {
-        let w = world(|_| {});
+        let mut w = world(|_| {});
+        // A crashed invocation's lease would hold the run for 16 minutes; expire it at once.
+        w.pipeline.settings.lease = std::time::Duration::ZERO;
         *w.runs.crash_on_save.lock().unwrap() = Some(crash_on_save);
         let crashed = w.pipeline.handle(World::run_request(), Deadline::none()).await;
         let run_id = match crashed {
@@ -623,4 +625,27 @@ async fn the_second_import_is_incremental_when_enough_rows_are_new() {
     assert_eq!(format!("{:?}", import.mode), "Incremental");
     assert!(import.source.ends_with("interactions-delta.csv"), "{}", import.source);
     assert_eq!(run.export.unwrap().delta_new_rows, Some(1_500));
+}
+
+#[tokio::test]
+async fn an_invocation_leaves_a_run_alone_while_another_holds_it() {
+    let w = world(|_| {});
+    let run_id = w.send(World::run_request()).await.run.unwrap().run_id;
+    let describes = || w.fake.lock().unwrap().imports[0].describes;
+    let before = describes();
+    // Another invocation is mid-step: it holds the lease for ten more minutes.
+    let mut run = w.runs.get(&run_id).await.unwrap().unwrap();
+    assert_eq!(run.lease_until, None, "a finished invocation releases its lease");
+    run.lease_until = Some(now() + 600);
+    w.runs.save(&mut run).await.unwrap();
+    let response = w.send(Request::Advance).await;
+    assert_eq!(response.run.unwrap().status, "Importing");
+    assert_eq!(describes(), before, "Personalize was not asked again");
+    // The holder died: once the lease expires, the next invocation carries on.
+    let mut run = w.runs.get(&run_id).await.unwrap().unwrap();
+    run.lease_until = Some(now() - 1);
+    w.runs.save(&mut run).await.unwrap();
+    w.send(Request::Advance).await;
+    assert_eq!(describes(), before + 1);
+    assert_eq!(w.advance_to_the_end(&run_id).await.state, RunState::Done);
 }
