@@ -73,30 +73,42 @@ fn parse_row(r: &csv::StringRecord) -> Result<Interaction, String> {
 /// code; returns the manifest and the wall time.
 pub async fn convert(source: &Path, out: &Path) -> anyhow::Result<(Manifest, Duration)> {
     let started = Instant::now();
-    let reader = csv::Reader::from_path(source)?;
-    // Pages are read from the file as the export asks for them: a local stream.
-    let pages = stream::unfold((reader, csv::StringRecord::new()), |(mut reader, mut record)| async move {
-        let mut page = ScanPage::default();
-        while page.interactions.len() + page.rejected.len() < PAGE_ROWS {
-            match reader.read_record(&mut record) {
-                Ok(true) => match parse_row(&record) {
-                    Ok(i) => page.interactions.push(i),
-                    Err(reason) => page
-                        .rejected
-                        .push(store::RejectedRecord { key: record.get(0).unwrap_or("?").to_owned(), reason }),
-                },
-                Ok(false) => break,
-                Err(e) => return Some((Err(StoreError::Task(e.to_string())), (reader, record))),
+    let mut reader = csv::Reader::from_path(source)?;
+    // The source is read and parsed on its own thread, as a DynamoDB scan's pages arrive
+    // from the network independently of the export; four pages may wait.
+    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Result<ScanPage, StoreError>>(4);
+    let reader_thread = std::thread::Builder::new().name("bench-reader".into()).spawn(move || {
+        let mut record = csv::StringRecord::new();
+        loop {
+            let mut page = ScanPage::default();
+            while page.interactions.len() + page.rejected.len() < PAGE_ROWS {
+                match reader.read_record(&mut record) {
+                    Ok(true) => match parse_row(&record) {
+                        Ok(i) => page.interactions.push(i),
+                        Err(reason) => page.rejected.push(store::RejectedRecord {
+                            key: record.get(0).unwrap_or("?").to_owned(),
+                            reason,
+                        }),
+                    },
+                    Ok(false) => break,
+                    Err(e) => {
+                        let _ = pages_tx.blocking_send(Err(StoreError::Task(e.to_string())));
+                        return;
+                    }
+                }
+            }
+            if page.interactions.is_empty() && page.rejected.is_empty() {
+                return;
+            }
+            if pages_tx.blocking_send(Ok(page)).is_err() {
+                return;
             }
         }
-        if page.interactions.is_empty() && page.rejected.is_empty() {
-            None
-        } else {
-            Some((Ok(page), (reader, record)))
-        }
-    });
+    })?;
+    let pages = stream::poll_fn(move |cx| pages_rx.poll_recv(cx));
     let objects = DirectoryStore::new(out);
     let manifest = export::export(pages, &objects, &ExportPlan::new("bench"), &|_| {}).await?;
+    reader_thread.join().map_err(|_| anyhow::anyhow!("the source reader panicked"))?;
     Ok((manifest, started.elapsed()))
 }
 

@@ -206,11 +206,16 @@ fn parquet_error(e: parquet::errors::ParquetError) -> ExportError {
     ExportError::Encode { file: "Parquet", message: e.to_string() }
 }
 
-/// The Parquet side: Arrow builders for one batch, an `ArrowWriter` over an
-/// in-memory buffer that is drained into the object writer after every batch.
+/// The Parquet side: Arrow builders for one batch on the export's task, and an
+/// encoder thread that runs the `ArrowWriter` (encoding and zstd are the export's
+/// heaviest work, so they overlap with reading and CSV writing). The encoder writes
+/// into a shared chunk that the export drains into the object writer after every page.
+/// At most two batches wait for the encoder, so memory stays bounded when it lags.
 struct ParquetSink {
     /// `None` once closed.
-    writer: Option<ArrowWriter<Vec<u8>>>,
+    batches: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
+    encoder: Option<std::thread::JoinHandle<Result<(), parquet::errors::ParquetError>>>,
+    encoded: Chunk,
     out: Box<dyn ObjectWriter>,
     users: StringBuilder,
     items: StringBuilder,
@@ -224,13 +229,30 @@ struct ParquetSink {
 impl ParquetSink {
     fn new(out: Box<dyn ObjectWriter>) -> Result<Self, ExportError> {
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")))
+            // Level 1, zstd's (and pyarrow's) default: most of the size win for little CPU.
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
-        let writer = ArrowWriter::try_new(Vec::with_capacity(1 << 20), parquet_schema(), Some(props))
-            .map_err(parquet_error)?;
+        let encoded = Chunk::default();
+        let mut writer =
+            ArrowWriter::try_new(encoded.clone(), parquet_schema(), Some(props)).map_err(parquet_error)?;
+        let (batches, mut incoming) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+        let encoder = std::thread::Builder::new()
+            .name("parquet-encoder".into())
+            .spawn(move || {
+                while let Some(batch) = incoming.blocking_recv() {
+                    writer.write(&batch)?;
+                }
+                writer.close().map(|_| ())
+            })
+            .map_err(|e| ExportError::Encode {
+                file: "Parquet",
+                message: format!("starting the encoder: {e}"),
+            })?;
         Ok(Self {
-            writer: Some(writer),
+            batches: Some(batches),
+            encoder: Some(encoder),
+            encoded,
             out,
             users: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16),
             items: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16),
@@ -266,53 +288,104 @@ impl ParquetSink {
         self.pending = 0;
         let batch = RecordBatch::try_new(parquet_schema(), columns)
             .map_err(|e| ExportError::Encode { file: "Parquet", message: e.to_string() })?;
-        let writer = self.writer.as_mut().expect("not closed");
-        writer.write(&batch).map_err(parquet_error)?;
-        let buffer = writer.inner_mut();
-        if !buffer.is_empty() {
-            self.out.write_all(buffer).await.map_err(ExportError::Upload)?;
-            buffer.clear();
+        let sender = self.batches.as_ref().expect("not closed");
+        if sender.send(batch).await.is_err() {
+            // The encoder stopped: its result says why.
+            return Err(self.join_encoder().await.err().unwrap_or_else(|| ExportError::Encode {
+                file: "Parquet",
+                message: "the encoder stopped early".into(),
+            }));
         }
         Ok(())
+    }
+
+    /// Hands what the encoder has produced so far to the object writer.
+    async fn drain(&mut self) -> Result<(), ExportError> {
+        let bytes = std::mem::take(&mut *self.encoded.0.lock().unwrap_or_else(|p| p.into_inner()));
+        if !bytes.is_empty() {
+            self.out.write_all(&bytes).await.map_err(ExportError::Upload)?;
+        }
+        Ok(())
+    }
+
+    async fn join_encoder(&mut self) -> Result<(), ExportError> {
+        self.batches = None;
+        let Some(encoder) = self.encoder.take() else { return Ok(()) };
+        let joined = tokio::task::spawn_blocking(move || encoder.join()).await;
+        match joined {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(parquet_error(e)),
+            Ok(Err(_)) | Err(_) => {
+                Err(ExportError::Encode { file: "Parquet", message: "the encoder thread panicked".into() })
+            }
+        }
     }
 
     /// Writes the last batch and the footer into the object writer, without finishing it.
     async fn close(&mut self) -> Result<(), ExportError> {
         self.write_batch(true).await?;
-        let writer = self.writer.take().expect("closed once");
-        let tail = writer.into_inner().map_err(parquet_error)?;
-        self.out.write_all(&tail).await.map_err(ExportError::Upload)
+        self.join_encoder().await?;
+        self.drain().await
     }
 }
+
+/// The per-user and per-item counts are keyed by a 64-bit fingerprint of the id
+/// (SipHash with fixed keys) rather than the id itself: a lookup then touches one
+/// small table entry instead of chasing a heap string for the comparison, which
+/// made those lookups the export's single largest cost. Two ids share a fingerprint
+/// with probability about n²/2⁶⁵ (3 in 100 million for a million ids); such a pair
+/// would be counted as one user or item.
+fn fingerprint(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// The fingerprints are already uniformly distributed: hashing them again is waste.
+#[derive(Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 fingerprints are hashed")
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type ByFingerprint<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PassThrough>>;
 
 /// Counts for the manifest, gathered as rows go by.
 #[derive(Default)]
 struct Tally {
-    per_user: HashMap<String, u32>,
-    items: HashSet<String>,
+    per_user: ByFingerprint<u32>,
+    items: HashSet<u64, std::hash::BuildHasherDefault<PassThrough>>,
     min_ts: Option<i64>,
     max_ts: Option<i64>,
     max_user_chars: u64,
     max_item_chars: u64,
     empty_fields: u64,
     with_value: u64,
-    event_types: BTreeMap<String, u64>,
+    event_types: HashMap<String, u64>,
     rejected: RejectedSummary,
 }
 
 impl Tally {
     fn add(&mut self, i: &Interaction) {
         let (user, item) = (i.user_id.as_str(), i.item_id.as_str());
-        // Look up before inserting, so a known id costs no allocation.
-        match self.per_user.get_mut(user) {
-            Some(n) => *n = n.saturating_add(1),
-            None => {
-                self.per_user.insert(user.to_owned(), 1);
-                self.max_user_chars = self.max_user_chars.max(user.chars().count() as u64);
-            }
+        let seen = self.per_user.entry(fingerprint(user)).or_insert(0);
+        if *seen == 0 {
+            self.max_user_chars = self.max_user_chars.max(user.chars().count() as u64);
         }
-        if !self.items.contains(item) {
-            self.items.insert(item.to_owned());
+        *seen = seen.saturating_add(1);
+        if self.items.insert(fingerprint(item)) {
             self.max_item_chars = self.max_item_chars.max(item.chars().count() as u64);
         }
         let ts = i.timestamp.epoch_seconds();
@@ -429,6 +502,7 @@ impl Writers {
                 }
             }
             csv.drain(false).await?;
+            parquet.drain().await?;
             if let Some((delta, _)) = self.delta.as_mut() {
                 delta.drain(false).await?;
             }
@@ -512,7 +586,7 @@ impl Writers {
             max_item_id_chars: tally.max_item_chars,
             rows_with_empty_fields: tally.empty_fields,
             rows_with_event_value: tally.with_value,
-            event_types: tally.event_types,
+            event_types: tally.event_types.into_iter().collect::<BTreeMap<_, _>>(),
             rejected: tally.rejected,
         };
         objects.put(&plan.key(MANIFEST_FILE), &manifest.to_json()).await.map_err(ExportError::Upload)?;
