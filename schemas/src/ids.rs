@@ -3,6 +3,7 @@
 //! characters), so nothing downstream checks again.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,9 +42,12 @@ fn check_id(kind: &'static str, raw: &str) -> Result<(), IdError> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
+        ///
+        /// Held as `Arc<str>`: ids are immutable and copied into caches, snapshots and
+        /// responses, where a clone should be a reference count, not an allocation.
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// What this identifier is called in error messages.
@@ -53,7 +57,7 @@ macro_rules! id_type {
             pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
                 let raw = raw.into();
                 check_id($kind, &raw)?;
-                Ok(Self(raw))
+                Ok(Self(Arc::from(raw)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -61,7 +65,7 @@ macro_rules! id_type {
             }
 
             pub fn into_inner(self) -> String {
-                self.0
+                self.0.to_string()
             }
         }
 
@@ -81,7 +85,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
             }
         }
 

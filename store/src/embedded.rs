@@ -161,6 +161,16 @@ impl EmbeddedStore {
         Ok(rows.into_iter().filter_map(|id| ItemId::parse(id).ok()).collect())
     }
 
+    /// Every distinct (user, item) pair, grouped by user: what each user already has.
+    pub fn distinct_user_items_blocking(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with_conn(|c| {
+            let mut q =
+                c.prepare_cached("SELECT DISTINCT user_id, item_id FROM interactions ORDER BY user_id")?;
+            let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })
+    }
+
     /// Whether an interaction with this event id is stored.
     pub fn contains_event_blocking(&self, event_id: &EventId) -> Result<bool, StoreError> {
         self.with_conn(|c| {
@@ -368,6 +378,8 @@ mod tests {
         let mut seen = store.items_of_blocking(&"s-1".parse().unwrap()).unwrap();
         seen.sort();
         assert_eq!(seen, vec!["A".parse().unwrap(), "B".parse().unwrap()]);
+        let pairs = store.distinct_user_items_blocking().unwrap();
+        assert_eq!(pairs.len(), 4, "{pairs:?}");
     }
 
     #[test]

@@ -1,0 +1,315 @@
+//! Configuration from the environment, read once at start and validated, and the
+//! composition it selects: an AWS adapter for each port whose resource variable is
+//! set, the embedded one under `DATA_DIR` otherwise.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemas::EmailAddress;
+use store::dynamodb::DynamoInteractionStore;
+use store::embedded::EmbeddedStore;
+use store::{InteractionStore, StoreError};
+
+use crate::consumer::{Consumer, EmailSettings};
+use crate::ledger::dynamodb::DynamoLedger;
+use crate::ledger::embedded::EmbeddedLedger;
+use crate::ledger::{IdempotencyLedger, LedgerError};
+use crate::mail::outbox::OutboxMailer;
+use crate::mail::ses::SesMailer;
+use crate::mail::{Language, Mailer};
+use crate::retrain::{LambdaRetrainTrigger, LocalTrainingExport, RetrainNotConfigured, RetrainTrigger};
+
+/// Sender of outbox mail when `EMAIL_SENDER` is not set.
+pub const DEFAULT_OUTBOX_SENDER: &str = "no-reply@student-system.local";
+
+/// Where the process runs; decided by `AWS_LAMBDA_RUNTIME_API`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Lambda,
+    Local,
+}
+
+impl Runtime {
+    pub fn detect() -> Self {
+        match std::env::var_os("AWS_LAMBDA_RUNTIME_API") {
+            Some(v) if !v.is_empty() => Runtime::Lambda,
+            _ => Runtime::Local,
+        }
+    }
+}
+
+/// How confirmation emails leave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MailTransport {
+    /// Amazon SES v2 (needs EMAIL_SENDER, a verified identity).
+    Ses,
+    /// `.eml` files in `$DATA_DIR/outbox/`.
+    #[default]
+    Outbox,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsumerConfig {
+    /// Folder of the local data: embedded store and ledger (`store.db`), outbox.
+    #[arg(long, env = "DATA_DIR", default_value = "./.data")]
+    pub data_dir: PathBuf,
+    /// DynamoDB table of interactions; the embedded store when unset.
+    #[arg(long, env = "INTERACTIONS_TABLE")]
+    pub interactions_table: Option<String>,
+    /// DynamoDB table of the idempotency ledger; a table in `store.db` when unset.
+    #[arg(long, env = "IDEMPOTENCY_TABLE")]
+    pub idempotency_table: Option<String>,
+    #[arg(long, env = "MAIL_TRANSPORT", value_enum, default_value_t)]
+    pub mail_transport: MailTransport,
+    /// From address of confirmation emails (required with ses).
+    #[arg(long, env = "EMAIL_SENDER")]
+    pub email_sender: Option<String>,
+    #[arg(long, env = "EMAIL_LANGUAGE", value_enum, default_value_t)]
+    pub email_language: Language,
+    /// SES configuration set for bounce and complaint tracking (optional).
+    #[arg(long, env = "SES_CONFIGURATION_SET")]
+    pub ses_configuration_set: Option<String>,
+    /// training-export Lambda started (asynchronously) by `ranking.requestUpdate`.
+    #[arg(long, env = "TRAINING_EXPORT_FUNCTION")]
+    pub training_export_function: Option<String>,
+    /// Local training-export binary; defaults to the one next to this executable.
+    #[arg(long, env = "TRAINING_EXPORT_BIN")]
+    pub training_export_bin: Option<PathBuf>,
+    /// How long a delivery's claim on an email or retrain lasts; keep it above the
+    /// Lambda timeout.
+    #[arg(long, env = "CLAIM_LEASE_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub claim_lease_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("opening the embedded store: {0}")]
+    Store(#[from] StoreError),
+    #[error("opening the embedded ledger: {0}")]
+    Ledger(#[from] LedgerError),
+}
+
+/// Treats `FOO=` like an unset variable: deployment templates often leave them empty.
+fn present(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+impl ConsumerConfig {
+    /// Reads the configuration from the environment alone (the Lambda's way).
+    pub fn from_env() -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct EnvOnly {
+            #[command(flatten)]
+            config: ConsumerConfig,
+        }
+        <EnvOnly as clap::Parser>::try_parse_from(["event-consumer"]).map(|e| e.config)
+    }
+
+    /// The sender, checked: required for SES, defaulted for the outbox.
+    pub fn sender(&self) -> Result<EmailAddress, ConfigError> {
+        match (present(&self.email_sender), self.mail_transport) {
+            (Some(raw), _) => EmailAddress::parse(raw)
+                .map_err(|e| ConfigError::Invalid(format!("EMAIL_SENDER is not a usable address: {e}"))),
+            (None, MailTransport::Ses) => Err(ConfigError::Invalid(
+                "MAIL_TRANSPORT=ses needs EMAIL_SENDER, an address or domain verified in SES".into(),
+            )),
+            (None, MailTransport::Outbox) => {
+                Ok(EmailAddress::parse(DEFAULT_OUTBOX_SENDER).expect("valid default"))
+            }
+        }
+    }
+
+    /// Everything that can be checked without touching a resource.
+    pub fn validate(&self, runtime: Runtime) -> Result<(), ConfigError> {
+        self.sender()?;
+        if runtime == Runtime::Lambda {
+            let mut missing = Vec::new();
+            if present(&self.interactions_table).is_none() {
+                missing
+                    .push("INTERACTIONS_TABLE (the embedded store would live and die in the Lambda's /tmp)");
+            }
+            if present(&self.idempotency_table).is_none() {
+                missing.push("IDEMPOTENCY_TABLE (every instance must see every claim, or emails repeat)");
+            }
+            if self.mail_transport != MailTransport::Ses {
+                missing.push("MAIL_TRANSPORT=ses (an outbox in /tmp reaches nobody)");
+            }
+            if !missing.is_empty() {
+                return Err(ConfigError::Invalid(format!("in Lambda, set {}", missing.join("; "))));
+            }
+        }
+        Ok(())
+    }
+
+    fn needs_aws(&self) -> bool {
+        present(&self.interactions_table).is_some()
+            || present(&self.idempotency_table).is_some()
+            || self.mail_transport == MailTransport::Ses
+            || present(&self.training_export_function).is_some()
+    }
+
+    /// One line per port saying which adapter serves it (no addresses).
+    pub fn describe(&self, runtime: Runtime) -> Vec<String> {
+        let data = self.data_dir.display();
+        vec![
+            match present(&self.interactions_table) {
+                Some(t) => format!("interactions: DynamoDB table {t}"),
+                None => format!("interactions: embedded store {data}/store.db"),
+            },
+            match present(&self.idempotency_table) {
+                Some(t) => format!("ledger: DynamoDB table {t}"),
+                None => format!("ledger: embedded, in {data}/store.db"),
+            },
+            match self.mail_transport {
+                MailTransport::Ses => format!("mail: SES ({})", self.email_language.as_str()),
+                MailTransport::Outbox => {
+                    format!("mail: outbox {data}/outbox ({})", self.email_language.as_str())
+                }
+            },
+            match (present(&self.training_export_function), runtime) {
+                (Some(f), _) => format!("retrain: Lambda {f}"),
+                (None, Runtime::Lambda) => {
+                    "retrain: not configured (TRAINING_EXPORT_FUNCTION is unset)".into()
+                }
+                (None, Runtime::Local) => match &self.training_export_bin {
+                    Some(path) => format!("retrain: local {}", path.display()),
+                    None => "retrain: local training-export next to this binary".into(),
+                },
+            },
+        ]
+    }
+
+    /// Validates, then builds the consumer with the adapters this configuration selects.
+    pub async fn build(&self, runtime: Runtime) -> Result<Consumer, ConfigError> {
+        self.validate(runtime)?;
+        let sender = self.sender()?;
+        let aws = if self.needs_aws() {
+            Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+        } else {
+            None
+        };
+        let aws = aws.as_ref();
+
+        let store: Arc<dyn InteractionStore> = match (present(&self.interactions_table), aws) {
+            (Some(table), Some(aws)) => {
+                Arc::new(DynamoInteractionStore::new(aws_sdk_dynamodb::Client::new(aws), table))
+            }
+            _ => Arc::new(EmbeddedStore::open_in(&self.data_dir)?),
+        };
+        let ledger: Arc<dyn IdempotencyLedger> = match (present(&self.idempotency_table), aws) {
+            (Some(table), Some(aws)) => {
+                Arc::new(DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), table))
+            }
+            _ => Arc::new(EmbeddedLedger::open_in(&self.data_dir)?),
+        };
+        let mailer: Arc<dyn Mailer> = match (self.mail_transport, aws) {
+            (MailTransport::Ses, Some(aws)) => {
+                let ses = SesMailer::new(aws_sdk_sesv2::Client::new(aws));
+                match present(&self.ses_configuration_set) {
+                    Some(set) => Arc::new(ses.with_configuration_set(set)),
+                    None => Arc::new(ses),
+                }
+            }
+            _ => Arc::new(OutboxMailer::in_data_dir(&self.data_dir)),
+        };
+        let retrain: Arc<dyn RetrainTrigger> = match (present(&self.training_export_function), aws, runtime) {
+            (Some(function), Some(aws), _) => {
+                Arc::new(LambdaRetrainTrigger::new(aws_sdk_lambda::Client::new(aws), function))
+            }
+            (_, _, Runtime::Lambda) => {
+                tracing::warn!(
+                    "TRAINING_EXPORT_FUNCTION is not set: ranking.requestUpdate events will be refused"
+                );
+                Arc::new(RetrainNotConfigured {
+                    reason: "TRAINING_EXPORT_FUNCTION is not set on the event consumer".into(),
+                })
+            }
+            _ => Arc::new(match &self.training_export_bin {
+                Some(path) => LocalTrainingExport::at(path),
+                None => LocalTrainingExport::next_to_current_exe(),
+            }),
+        };
+        Ok(Consumer::new(
+            store,
+            mailer,
+            ledger,
+            retrain,
+            EmailSettings { sender, language: self.email_language },
+        )
+        .with_lease(Duration::from_secs(self.claim_lease_secs)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        config: ConsumerConfig,
+    }
+
+    fn config(args: &[&str]) -> ConsumerConfig {
+        let mut argv = vec!["event-consumer"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv).unwrap().config
+    }
+
+    #[test]
+    fn local_defaults_need_nothing() {
+        let c = config(&[]);
+        assert_eq!(c.mail_transport, MailTransport::Outbox);
+        assert_eq!(c.email_language, Language::Vi);
+        assert_eq!(c.claim_lease_secs, 60);
+        c.validate(Runtime::Local).unwrap();
+        assert_eq!(c.sender().unwrap().as_str(), DEFAULT_OUTBOX_SENDER);
+    }
+
+    #[test]
+    fn ses_needs_a_sender_that_is_an_address() {
+        let err = config(&["--mail-transport", "ses"]).validate(Runtime::Local).unwrap_err().to_string();
+        assert!(err.contains("EMAIL_SENDER"), "{err}");
+        let err = config(&["--mail-transport", "ses", "--email-sender", "nobody"])
+            .validate(Runtime::Local)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("EMAIL_SENDER is not a usable address"), "{err}");
+        config(&["--mail-transport", "ses", "--email-sender", "no-reply@student.vn"])
+            .validate(Runtime::Local)
+            .unwrap();
+    }
+
+    #[test]
+    fn lambda_refuses_embedded_adapters_and_says_which() {
+        let err = config(&[]).validate(Runtime::Lambda).unwrap_err().to_string();
+        for needed in ["INTERACTIONS_TABLE", "IDEMPOTENCY_TABLE", "MAIL_TRANSPORT=ses"] {
+            assert!(err.contains(needed), "{err} should name {needed}");
+        }
+        config(&[
+            "--interactions-table",
+            "interactions",
+            "--idempotency-table",
+            "ledger",
+            "--mail-transport",
+            "ses",
+            "--email-sender",
+            "no-reply@student.vn",
+        ])
+        .validate(Runtime::Lambda)
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        let err = Args::try_parse_from(["x", "--email-language", "fr"]).err().unwrap().to_string();
+        assert!(err.contains("fr") && err.contains("vi"), "{err}");
+        let err = Args::try_parse_from(["x", "--claim-lease-secs", "0"]).err().unwrap().to_string();
+        assert!(err.contains("0"), "{err}");
+    }
+}

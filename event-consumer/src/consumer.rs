@@ -1,0 +1,388 @@
+//! The domain: one delivered event in, its effects out, each exactly once.
+//!
+//! EventBridge delivers at least once and sometimes out of order, so every step is
+//! idempotent by the event id and a retry after a partial failure completes only
+//! what is missing:
+//!
+//! 1. **Interaction** (student events that name a class): `InteractionStore::put`,
+//!    keyed by event id; a redelivery finds the first copy and writes nothing.
+//! 2. **Confirmation email** (`student.enrolled`): claim `confirmation-email#<id>`
+//!    in the [ledger](crate::ledger) with a lease → send → record *done* with the
+//!    transport's message id. A redelivery that finds *done* sends nothing; one that
+//!    finds a live claim fails with a retryable [`ConsumerError::InProgressElsewhere`]
+//!    (Lambda retries a minute later); a claim whose lease ran out (its holder
+//!    crashed) may be taken over. A send that fails releases the claim at once.
+//! 3. **Retrain** (`ranking.requestUpdate`): the same claim/done protocol around
+//!    starting a training-export run, so a redelivered request starts one run.
+//!
+//! **The narrow window, honestly.** SES `SendEmail` has no idempotency key. If the
+//! process dies after SES accepted an email but before the ledger says *done* (or
+//! the ledger stays unreachable through four attempts over about a second), the
+//! claim stays until its lease expires and the next delivery sends again: at most
+//! one duplicate email, only in that crash-or-outage case. The lease (default 60 s,
+//! `CLAIM_LEASE_SECS`) must be longer than one delivery can take (the Lambda
+//! timeout), or a slow but alive delivery could be overtaken; when that happens the
+//! late finisher logs a warning (`Completion::RecordedAfterTakeover`). The same
+//! holds for an ambiguous SES failure (a timeout after the request went out).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemas::events::{AssignmentSubmitted, StudentEnrolled};
+use schemas::{DomainEvent, EmailAddress, EventEnvelope, EventError, EventId, ParsedEvent};
+use serde::Serialize;
+use store::{InteractionStore, PutOutcome};
+use tracing::Instrument;
+
+use crate::error::ConsumerError;
+use crate::ledger::{Claim, Completion, Effect, EffectKey, IdempotencyLedger};
+use crate::mail::{Language, Mailer, OutgoingEmail, render_enrollment};
+use crate::retrain::{RetrainRequest, RetrainTrigger};
+
+/// How long a claim protects an effect in progress, unless configured.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// Attempts at recording an effect as done before giving up.
+const RECORD_ATTEMPTS: u32 = 4;
+
+/// Epoch seconds now; replaceable so tests can move time past a lease.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+fn system_clock() -> Clock {
+    Arc::new(|| time::OffsetDateTime::now_utc().unix_timestamp())
+}
+
+/// Who the confirmation comes from, and in which language.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    pub sender: EmailAddress,
+    pub language: Language,
+}
+
+/// What happened to the interaction of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InteractionOutcome {
+    /// New, and now stored.
+    Stored,
+    /// Already stored by an earlier delivery; nothing written.
+    Duplicate,
+    /// The event does not stand for an interaction (announcement, retrain request,
+    /// a submission that names no class).
+    NotAnInteraction,
+}
+
+/// What happened to a once-only effect (the email, the retrain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "status")]
+pub enum EffectOutcome {
+    /// This delivery performed it.
+    Performed {
+        receipt: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outbox_file: Option<PathBuf>,
+    },
+    /// An earlier delivery did; nothing was done now.
+    AlreadyDone { receipt: String },
+}
+
+/// Everything one delivery did. Holds ids and receipts, never addresses or names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub event_id: EventId,
+    pub detail_type: &'static str,
+    pub interaction: InteractionOutcome,
+    /// `student 1 → class A1 (enrolled)`, when the event is an interaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interaction_summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<EffectOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrain: Option<EffectOutcome>,
+}
+
+impl Outcome {
+    /// True when this delivery changed nothing anywhere (a pure redelivery).
+    pub fn wrote_nothing(&self) -> bool {
+        self.interaction != InteractionOutcome::Stored
+            && [&self.email, &self.retrain]
+                .iter()
+                .all(|e| !matches!(e, Some(EffectOutcome::Performed { .. })))
+    }
+
+    /// One line per effect, for people (the CLI prints these).
+    pub fn report_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let summary = self.interaction_summary.as_deref().unwrap_or("");
+        lines.push(match self.interaction {
+            InteractionOutcome::Stored => format!("stored interaction: {summary}"),
+            InteractionOutcome::Duplicate => {
+                format!("duplicate: nothing written (interaction {summary} is already stored)")
+            }
+            InteractionOutcome::NotAnInteraction => {
+                format!("no interaction: a {} event is acknowledged, not recorded", self.detail_type)
+            }
+        });
+        match &self.email {
+            Some(EffectOutcome::Performed { outbox_file: Some(path), .. }) => {
+                lines.push(format!("email written to {}", path.display()))
+            }
+            Some(EffectOutcome::Performed { receipt, .. }) => {
+                lines.push(format!("email sent (message id {receipt})"))
+            }
+            Some(EffectOutcome::AlreadyDone { receipt }) => lines.push(format!(
+                "duplicate: email already sent for this event (message id {receipt}), nothing sent"
+            )),
+            None => {}
+        }
+        match &self.retrain {
+            Some(EffectOutcome::Performed { receipt, .. }) => lines.push(format!("retrain: {receipt}")),
+            Some(EffectOutcome::AlreadyDone { receipt }) => {
+                lines.push(format!("duplicate: retrain already started for this event ({receipt})"))
+            }
+            None => {}
+        }
+        lines
+    }
+}
+
+/// The consumer: the ports it writes through and how it words its email.
+#[derive(Clone)]
+pub struct Consumer {
+    store: Arc<dyn InteractionStore>,
+    mailer: Arc<dyn Mailer>,
+    ledger: Arc<dyn IdempotencyLedger>,
+    retrain: Arc<dyn RetrainTrigger>,
+    email: EmailSettings,
+    lease: Duration,
+    clock: Clock,
+}
+
+impl Consumer {
+    pub fn new(
+        store: Arc<dyn InteractionStore>,
+        mailer: Arc<dyn Mailer>,
+        ledger: Arc<dyn IdempotencyLedger>,
+        retrain: Arc<dyn RetrainTrigger>,
+        email: EmailSettings,
+    ) -> Self {
+        Self { store, mailer, ledger, retrain, email, lease: DEFAULT_LEASE, clock: system_clock() }
+    }
+
+    /// How long a claim on an effect lasts; see the module docs for how to pick it.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Handles raw JSON as EventBridge delivers it (the CLI's input).
+    pub async fn handle_json(&self, raw: &[u8]) -> Result<Outcome, ConsumerError> {
+        match serde_json::from_slice::<serde_json::Value>(raw) {
+            Ok(value) => self.handle_value(value).await,
+            Err(e) => {
+                let err = EventError::Malformed(format!("envelope: {e}"));
+                log_rejected(None, &err);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Handles the event JSON a Lambda receives.
+    pub async fn handle_value(&self, value: serde_json::Value) -> Result<Outcome, ConsumerError> {
+        let claimed_id = raw_event_id(&value);
+        let parsed = serde_json::from_value::<EventEnvelope>(value)
+            .map_err(|e| EventError::Malformed(format!("envelope: {e}")))
+            .and_then(|envelope| ParsedEvent::from_envelope(&envelope));
+        match parsed {
+            Ok(event) => self.handle(&event).await,
+            Err(err) => {
+                log_rejected(claimed_id.as_deref(), &err);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Handles one parsed event: interaction, then email or retrain, each at most once.
+    pub async fn handle(&self, event: &ParsedEvent) -> Result<Outcome, ConsumerError> {
+        let detail_type = event.event.detail_type().as_str();
+        let span = tracing::info_span!("event", event_id = %event.id, detail_type);
+        let result = self.handle_inner(event).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match &result {
+            Ok(outcome) => tracing::info!(
+                interaction = ?outcome.interaction,
+                email = outcome.email.as_ref().map(effect_status),
+                retrain = outcome.retrain.as_ref().map(effect_status),
+                "event handled"
+            ),
+            Err(err) => tracing::warn!(
+                retryable = err.is_retryable(),
+                error_kind = err.kind(),
+                reason = %err,
+                "event not handled"
+            ),
+        }
+        result
+    }
+
+    async fn handle_inner(&self, event: &ParsedEvent) -> Result<Outcome, ConsumerError> {
+        let interaction = event.interaction();
+        let interaction_summary = interaction.as_ref().map(|i| {
+            format!("student {} → class {} ({})", i.user_id.as_str(), i.item_id.as_str(), i.event_type)
+        });
+        let interaction_outcome = match &interaction {
+            Some(i) => match self.store.put(i).await? {
+                PutOutcome::Inserted => InteractionOutcome::Stored,
+                PutOutcome::Duplicate => InteractionOutcome::Duplicate,
+            },
+            None => InteractionOutcome::NotAnInteraction,
+        };
+
+        let mut outcome = Outcome {
+            event_id: event.id.clone(),
+            detail_type: event.event.detail_type().as_str(),
+            interaction: interaction_outcome,
+            interaction_summary,
+            email: None,
+            retrain: None,
+        };
+        match &event.event {
+            DomainEvent::StudentEnrolled(enrolled) => {
+                outcome.email = Some(self.confirm_enrollment(&event.id, enrolled).await?);
+            }
+            DomainEvent::RankingUpdateRequested(request) => {
+                let request =
+                    RetrainRequest { trigger: request.trigger.clone(), request_id: event.id.clone() };
+                let key = EffectKey::new(Effect::Retrain, event.id.clone());
+                let retrain = self.retrain.clone();
+                outcome.retrain = Some(
+                    self.once(key, || async move {
+                        let receipt = retrain.start(&request).await?;
+                        Ok((receipt, None))
+                    })
+                    .await?,
+                );
+            }
+            DomainEvent::AnnouncementSent(_) => {
+                // Announcements reach students through the app; nothing here to learn from.
+                tracing::info!("announcement acknowledged; nothing to record");
+            }
+            DomainEvent::AssignmentSubmitted(AssignmentSubmitted { class_id: None, .. }) => {
+                tracing::info!("submission names no class; acknowledged without an interaction");
+            }
+            DomainEvent::AssignmentSubmitted(_) => {}
+        }
+        Ok(outcome)
+    }
+
+    async fn confirm_enrollment(
+        &self,
+        event_id: &EventId,
+        enrolled: &StudentEnrolled,
+    ) -> Result<EffectOutcome, ConsumerError> {
+        // Render before claiming: a template failure must not hold a claim.
+        let content = render_enrollment(self.email.language, enrolled)?;
+        let email = OutgoingEmail {
+            event_id: event_id.clone(),
+            from: self.email.sender.clone(),
+            to: enrolled.email.clone(),
+            content,
+        };
+        let mailer = self.mailer.clone();
+        self.once(EffectKey::new(Effect::ConfirmationEmail, event_id.clone()), || async move {
+            let receipt = mailer.send(&email).await?;
+            Ok((receipt.message_id, receipt.outbox_file))
+        })
+        .await
+    }
+
+    /// Performs `perform` unless the ledger says it was done; records it when done.
+    async fn once<F, Fut>(&self, key: EffectKey, perform: F) -> Result<EffectOutcome, ConsumerError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(String, Option<PathBuf>), ConsumerError>>,
+    {
+        let now = (self.clock)();
+        let token = match self.ledger.claim(&key, now, self.lease).await? {
+            Claim::Acquired(token) => token,
+            Claim::Done { receipt } => return Ok(EffectOutcome::AlreadyDone { receipt }),
+            Claim::HeldElsewhere { lease_expires_at } => {
+                return Err(ConsumerError::InProgressElsewhere {
+                    effect: key.effect,
+                    event_id: key.event_id,
+                    remaining_secs: (lease_expires_at - now).max(0),
+                });
+            }
+        };
+        match perform().await {
+            Ok((receipt, outbox_file)) => {
+                self.record_done(&key, &token, &receipt).await?;
+                Ok(EffectOutcome::Performed { receipt, outbox_file })
+            }
+            Err(err) => {
+                // The effect did not happen: free the claim so a retry need not wait.
+                if let Err(release) = self.ledger.release(&key, &token).await {
+                    tracing::warn!(effect_key = %key, error = %release,
+                        "could not release the claim; a retry waits for its lease to expire");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The effect happened; recording it is what stops a repeat, so try hard.
+    async fn record_done(
+        &self,
+        key: &EffectKey,
+        token: &crate::ledger::ClaimToken,
+        receipt: &str,
+    ) -> Result<(), ConsumerError> {
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=RECORD_ATTEMPTS {
+            match self.ledger.complete(key, token, receipt, (self.clock)()).await {
+                Ok(Completion::Recorded) => return Ok(()),
+                Ok(completion) => {
+                    tracing::warn!(effect_key = %key, ?completion,
+                        "the claim's lease ran out while the effect was performed: it may have happened twice");
+                    return Ok(());
+                }
+                Err(err) if attempt < RECORD_ATTEMPTS && err.is_retryable() => {
+                    tracing::warn!(effect_key = %key, attempt, error = %err, "recording the effect failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 3;
+                }
+                Err(err) => {
+                    tracing::error!(effect_key = %key, error = %err,
+                        "the effect happened but is not recorded; a delivery after the lease expires will repeat it");
+                    return Err(err.into());
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+}
+
+fn effect_status(outcome: &EffectOutcome) -> &'static str {
+    match outcome {
+        EffectOutcome::Performed { .. } => "performed",
+        EffectOutcome::AlreadyDone { .. } => "already-done",
+    }
+}
+
+/// The envelope's `id` as sent, shortened, so a rejected event can still be found
+/// in the dead-letter queue. Ids are opaque, never personal data.
+fn raw_event_id(value: &serde_json::Value) -> Option<String> {
+    value.get("id").and_then(|id| id.as_str()).map(|id| id.chars().take(64).collect())
+}
+
+fn log_rejected(claimed_id: Option<&str>, err: &EventError) {
+    tracing::warn!(event_id = claimed_id, retryable = false, error_kind = "RejectedEvent", reason = %err, "event rejected");
+}

@@ -1,0 +1,27 @@
+//! EventBridge domain events → interaction records, enrollment confirmation emails
+//! and manual retrains, each exactly once per event id although EventBridge
+//! delivers at least once and out of order.
+//!
+//! * [`consumer::Consumer`]: the domain, behind four ports: [`store::InteractionStore`],
+//!   [`mail::Mailer`], [`ledger::IdempotencyLedger`] and [`retrain::RetrainTrigger`],
+//!   each with an AWS adapter and an embedded one.
+//! * [`config::ConsumerConfig`]: the environment, validated, and the composition it selects.
+//! * [`publisher::EventPublisher`]: the app side, `PutEvents` with the right source.
+//! * [`cli`] and [`lambda`]: the one binary's two faces.
+
+mod aws_error;
+pub mod cli;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod lambda;
+pub mod ledger;
+pub mod mail;
+pub mod publisher;
+pub mod retrain;
+
+pub use config::{ConsumerConfig, MailTransport, Runtime};
+pub use consumer::{Consumer, EffectOutcome, EmailSettings, InteractionOutcome, Outcome};
+pub use error::ConsumerError;
+pub use mail::Language;
+pub use publisher::{EventPublisher, PublishError};

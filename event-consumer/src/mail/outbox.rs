@@ -1,0 +1,204 @@
+//! The embedded mail transport: each email becomes an RFC 5322 `.eml` file in
+//! `$DATA_DIR/outbox/`, named after its event, that any mail client opens.
+//!
+//! A file appears whole or not at all: it is written to a temporary name in the
+//! same directory, flushed, then linked to its final name. Linking (unlike rename)
+//! refuses to replace an existing file, so a second send for the same event keeps
+//! the first file and reports it: the outbox has its own idempotency key.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use mail_builder::MessageBuilder;
+use schemas::EventId;
+use sha2::{Digest, Sha256};
+
+use super::{MailError, MailReceipt, Mailer, OutgoingEmail};
+
+/// Folder of the outbox inside the data directory.
+pub const OUTBOX_DIR: &str = "outbox";
+
+/// Domain used in the `Message-ID` of outbox mail.
+const MESSAGE_ID_DOMAIN: &str = "outbox.student-system.local";
+
+#[derive(Debug, Clone)]
+pub struct OutboxMailer {
+    dir: PathBuf,
+}
+
+impl OutboxMailer {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The outbox under a data directory: `$DATA_DIR/outbox`.
+    pub fn in_data_dir(data_dir: &Path) -> Self {
+        Self::new(data_dir.join(OUTBOX_DIR))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the email for `event_id` is (or will be) written.
+    pub fn file_for(&self, event_id: &EventId) -> PathBuf {
+        self.dir.join(format!("{}.eml", file_stem(event_id)))
+    }
+
+    fn send_blocking(&self, email: &OutgoingEmail) -> Result<MailReceipt, MailError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| MailError::Outbox { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let stem = file_stem(&email.event_id);
+        let message_id = format!("{stem}@{MESSAGE_ID_DOMAIN}");
+        let final_path = self.dir.join(format!("{stem}.eml"));
+        let receipt = MailReceipt { message_id: message_id.clone(), outbox_file: Some(final_path.clone()) };
+        if final_path.exists() {
+            return Ok(receipt);
+        }
+        let bytes = build_eml(email, &message_id, time::OffsetDateTime::now_utc().unix_timestamp())
+            .map_err(io(&final_path))?;
+
+        let temp_path = self.dir.join(format!(".{stem}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let written = (|| {
+            let mut file = std::fs::File::create_new(&temp_path)?;
+            file.write_all(&bytes)?;
+            file.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp_path);
+            return Err(io(&temp_path)(e));
+        }
+        let linked = match std::fs::hard_link(&temp_path, &final_path) {
+            Ok(()) => Ok(()),
+            // Someone wrote this event's email first: theirs stands.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            // Filesystems without hard links still get an atomic (if replacing) rename.
+            Err(_) => std::fs::rename(&temp_path, &final_path),
+        };
+        let _ = std::fs::remove_file(&temp_path);
+        linked.map_err(io(&final_path))?;
+        Ok(receipt)
+    }
+}
+
+#[async_trait]
+impl Mailer for OutboxMailer {
+    async fn send(&self, email: &OutgoingEmail) -> Result<MailReceipt, MailError> {
+        let mailer = self.clone();
+        let email = email.clone();
+        tokio::task::spawn_blocking(move || mailer.send_blocking(&email))
+            .await
+            .map_err(|e| MailError::Task(e.to_string()))?
+    }
+}
+
+/// The RFC 5322 message: multipart/alternative with the text and HTML bodies,
+/// headers encoded as the RFC wants (the Vietnamese subject becomes an encoded-word).
+pub fn build_eml(
+    email: &OutgoingEmail,
+    message_id: &str,
+    date_epoch_seconds: i64,
+) -> std::io::Result<Vec<u8>> {
+    MessageBuilder::new()
+        .from(email.from.as_str())
+        .to(email.to.as_str())
+        .subject(email.content.subject.as_str())
+        .message_id(message_id)
+        .date(date_epoch_seconds)
+        .header("X-Event-Id", mail_builder::headers::text::Text::from(email.event_id.as_str()))
+        .text_body(email.content.text.as_str())
+        .html_body(email.content.html.as_str())
+        .write_to_vec()
+}
+
+/// A file name stem for an event id. Event ids are any plain text up to 256
+/// characters, so `../x` or a 256-byte id must not become a path: ids made of safe
+/// characters are used as they are; anything else is reduced to its safe
+/// characters plus a hash of the whole id, so two ids never share a file.
+pub fn file_stem(event_id: &EventId) -> String {
+    let id = event_id.as_str();
+    let safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if id.len() <= 128 && id.chars().all(safe) {
+        return id.to_owned();
+    }
+    let readable: String = id.chars().filter(|c| safe(*c)).take(64).collect();
+    let digest = hex::encode(&Sha256::digest(id.as_bytes())[..12]);
+    if readable.is_empty() { digest } else { format!("{readable}-{digest}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::RenderedEmail;
+    use schemas::EmailAddress;
+
+    fn email(event_id: &str) -> OutgoingEmail {
+        OutgoingEmail {
+            event_id: EventId::parse(event_id).unwrap(),
+            from: EmailAddress::parse("no-reply@student-system.local").unwrap(),
+            to: EmailAddress::parse("an.nguyen@example.edu.vn").unwrap(),
+            content: RenderedEmail {
+                subject: "Xác nhận đăng ký lớp".into(),
+                html: "<p>Chào An</p>".into(),
+                text: "Chào An".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn stems_never_leave_the_outbox() {
+        let plain = EventId::parse("0d079340-135a-c8c6-95c2-41fb8f496c53").unwrap();
+        assert_eq!(file_stem(&plain), "0d079340-135a-c8c6-95c2-41fb8f496c53");
+        let sneaky = EventId::parse("../../etc/passwd").unwrap();
+        let stem = file_stem(&sneaky);
+        assert!(!stem.contains('/') && !stem.contains(".."), "{stem}");
+        assert!(stem.starts_with("etcpasswd-"), "{stem}");
+        let long = EventId::parse("é".repeat(256)).unwrap();
+        assert!(file_stem(&long).len() <= 64 + 1 + 24);
+        // Two ids that reduce to the same safe characters still get different files.
+        let a = EventId::parse("a/b").unwrap();
+        let b = EventId::parse("a.b").unwrap();
+        assert_ne!(file_stem(&a), file_stem(&b));
+    }
+
+    #[tokio::test]
+    async fn writes_one_whole_file_per_event_and_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = OutboxMailer::in_data_dir(dir.path());
+        let first = outbox.send(&email("e-1")).await.unwrap();
+        let path = first.outbox_file.clone().unwrap();
+        assert_eq!(path, dir.path().join("outbox/e-1.eml"));
+        let written = std::fs::read(&path).unwrap();
+        let mut changed = email("e-1");
+        changed.content.text = "something else".into();
+        let second = outbox.send(&changed).await.unwrap();
+        assert_eq!(second, first);
+        assert_eq!(std::fs::read(&path).unwrap(), written, "the first file stands");
+        let names: Vec<_> =
+            std::fs::read_dir(outbox.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("e-1.eml")], "no temp files left behind");
+    }
+
+    #[test]
+    fn eml_is_multipart_with_an_encoded_subject() {
+        let raw = String::from_utf8(build_eml(&email("e-1"), "e-1@x.local", 1_795_168_800).unwrap()).unwrap();
+        assert!(raw.contains("To: <an.nguyen@example.edu.vn>\r\n"), "{raw}");
+        assert!(raw.contains("Message-ID: <e-1@x.local>\r\n"), "{raw}");
+        assert!(raw.contains("Subject: =?utf-8?"), "non-ASCII subject is an encoded-word: {raw}");
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert!(raw.contains("Date: Fri, 20 Nov 2026 10:00:00 +0000"), "{raw}");
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_outbox_is_an_error_not_a_lost_email() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the outbox folder should be.
+        std::fs::write(dir.path().join(OUTBOX_DIR), b"not a folder").unwrap();
+        let err = OutboxMailer::in_data_dir(dir.path()).send(&email("e-1")).await.unwrap_err();
+        assert!(matches!(err, MailError::Outbox { .. }), "{err}");
+    }
+}

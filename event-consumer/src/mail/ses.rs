@@ -1,0 +1,177 @@
+//! The AWS mail transport: SES v2 `SendEmail` with simple content (an HTML and a
+//! plain-text body, UTF-8).
+//!
+//! SES has no idempotency key for `SendEmail`: two calls send two emails. The
+//! consumer's ledger is what makes a send happen once per event; see
+//! [`crate::consumer`] for the one narrow window that remains.
+
+use async_trait::async_trait;
+use aws_sdk_sesv2::Client;
+use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sesv2::operation::send_email::SendEmailError;
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
+
+use super::outbox::file_stem;
+use super::{MailError, MailReceipt, Mailer, OutgoingEmail, scrub_addresses};
+
+#[derive(Debug, Clone)]
+pub struct SesMailer {
+    client: Client,
+    configuration_set: Option<String>,
+}
+
+impl SesMailer {
+    pub fn new(client: Client) -> Self {
+        Self { client, configuration_set: None }
+    }
+
+    /// Sends through a configuration set (bounce and complaint tracking).
+    pub fn with_configuration_set(mut self, name: impl Into<String>) -> Self {
+        self.configuration_set = Some(name.into());
+        self
+    }
+}
+
+fn utf8(data: &str) -> Result<Content, MailError> {
+    Content::builder().data(data).charset("UTF-8").build().map_err(|e| MailError::Ses {
+        code: "BuildRequest".into(),
+        message: e.to_string(),
+        retryable: false,
+    })
+}
+
+#[async_trait]
+impl Mailer for SesMailer {
+    async fn send(&self, email: &OutgoingEmail) -> Result<MailReceipt, MailError> {
+        let message = Message::builder()
+            .subject(utf8(&email.content.subject)?)
+            .body(Body::builder().html(utf8(&email.content.html)?).text(utf8(&email.content.text)?).build())
+            .build();
+        // Lets bounce and delivery notifications be traced back to the event.
+        let tag =
+            MessageTag::builder().name("eventId").value(file_stem(&email.event_id)).build().map_err(|e| {
+                MailError::Ses { code: "BuildRequest".into(), message: e.to_string(), retryable: false }
+            })?;
+        let output = self
+            .client
+            .send_email()
+            .from_email_address(email.from.as_str())
+            .destination(Destination::builder().to_addresses(email.to.as_str()).build())
+            .content(EmailContent::builder().simple(message).build())
+            .email_tags(tag)
+            .set_configuration_set_name(self.configuration_set.clone())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(MailReceipt { message_id: output.message_id().unwrap_or_default().to_owned(), outbox_file: None })
+    }
+}
+
+/// Sorts an SES failure into "try again later" or "this email will never go".
+pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
+    match &err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let e = service.err();
+            let retryable = status == 429
+                || status >= 500
+                || matches!(
+                    e,
+                    SendEmailError::TooManyRequestsException(_) | SendEmailError::LimitExceededException(_)
+                );
+            MailError::Ses {
+                code: e.code().unwrap_or("Unknown").to_owned(),
+                message: format!("{} (HTTP {status})", scrub_addresses(e.message().unwrap_or("no message"))),
+                retryable,
+            }
+        }
+        // Our request could not be built: a bug, and the same bug next time.
+        SdkError::ConstructionFailure(_) => MailError::Ses {
+            code: "ConstructionFailure".into(),
+            message: scrub_addresses(&crate::aws_error::summary(&err)),
+            retryable: false,
+        },
+        // Timeouts, connection failures, unreadable responses: transient.
+        _ => MailError::Ses {
+            code: "Transport".into(),
+            message: scrub_addresses(&crate::aws_error::summary(&err)),
+            retryable: true,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::RenderedEmail;
+    use aws_sdk_sesv2::config::retry::RetryConfig;
+    use aws_sdk_sesv2::operation::send_email::SendEmailOutput;
+    use aws_sdk_sesv2::types::error::{MessageRejected, TooManyRequestsException};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use schemas::{EmailAddress, EventId};
+
+    fn email() -> OutgoingEmail {
+        OutgoingEmail {
+            event_id: EventId::parse("0d079340-135a-c8c6-95c2-41fb8f496c53").unwrap(),
+            from: EmailAddress::parse("no-reply@student.vn").unwrap(),
+            to: EmailAddress::parse("an.nguyen@example.edu.vn").unwrap(),
+            content: RenderedEmail {
+                subject: "Xác nhận đăng ký lớp".into(),
+                html: "<p>Chào</p>".into(),
+                text: "Chào".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn throttling_and_5xx_are_retryable_and_rejection_is_not() {
+        let throttled = mock!(aws_sdk_sesv2::Client::send_email).then_error(|| {
+            SendEmailError::TooManyRequestsException(TooManyRequestsException::builder().build())
+        });
+        let unavailable = mock!(aws_sdk_sesv2::Client::send_email).then_http_response(|| {
+            Response::new(
+                StatusCode::try_from(503).unwrap(),
+                SdkBody::from(r#"{"__type":"InternalFailure","message":"try later"}"#),
+            )
+        });
+        let rejected = mock!(aws_sdk_sesv2::Client::send_email).then_error(|| {
+            SendEmailError::MessageRejected(
+                MessageRejected::builder()
+                    .message("Email address is not verified: an.nguyen@example.edu.vn")
+                    .build(),
+            )
+        });
+        let sent = mock!(aws_sdk_sesv2::Client::send_email)
+            .match_requests(|r| {
+                let simple = r.content().and_then(|c| c.simple());
+                r.from_email_address() == Some("no-reply@student.vn")
+                    && r.destination().map(|d| d.to_addresses())
+                        == Some(&["an.nguyen@example.edu.vn".to_owned()][..])
+                    && simple.and_then(|m| m.subject()).map(|s| (s.data(), s.charset()))
+                        == Some(("Xác nhận đăng ký lớp", Some("UTF-8")))
+                    && simple.and_then(|m| m.body()).is_some_and(|b| b.html().is_some() && b.text().is_some())
+                    && r.email_tags().first().map(|t| t.value())
+                        == Some("0d079340-135a-c8c6-95c2-41fb8f496c53")
+            })
+            .then_output(|| SendEmailOutput::builder().message_id("ses-1").build());
+        let client = mock_client!(
+            aws_sdk_sesv2,
+            RuleMode::Sequential,
+            [&throttled, &unavailable, &rejected, &sent],
+            |c| c.retry_config(RetryConfig::disabled())
+        );
+        let mailer = SesMailer::new(client);
+
+        let err = mailer.send(&email()).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        let err = mailer.send(&email()).await.unwrap_err();
+        assert!(err.is_retryable() && err.to_string().contains("503"), "{err}");
+        let err = mailer.send(&email()).await.unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(!err.to_string().contains('@'), "addresses are scrubbed: {err}");
+        let receipt = mailer.send(&email()).await.unwrap();
+        assert_eq!(receipt, MailReceipt { message_id: "ses-1".into(), outbox_file: None });
+    }
+}

@@ -1,0 +1,137 @@
+//! The `Recommender` port: what the API needs from any backend, whatever it is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use schemas::{ItemId, UserId};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One recommended or reranked item. Scores are comparable within one response.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoredItem {
+    #[schema(value_type = String, example = "math-201")]
+    pub item_id: ItemId,
+    /// Higher is better. Absent when the backend gives no score.
+    #[schema(example = 0.0731)]
+    pub score: Option<f64>,
+}
+
+/// "Recommend items for this user."
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecommendRequest {
+    pub user_id: UserId,
+    pub num_results: usize,
+    /// A filter already resolved from its configured name.
+    pub filter: Option<ResolvedFilter>,
+    pub context: BTreeMap<String, String>,
+}
+
+/// "Order these items for this user."
+#[derive(Debug, Clone, PartialEq)]
+pub struct RerankRequest {
+    pub user_id: UserId,
+    /// Distinct ids, in the order the caller gave them.
+    pub items: Vec<ItemId>,
+    pub filter: Option<ResolvedFilter>,
+    pub context: BTreeMap<String, String>,
+}
+
+/// A filter the request named, with the Personalize ARN configuration maps it to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedFilter {
+    pub name: String,
+    pub arn: String,
+    pub values: BTreeMap<String, String>,
+}
+
+/// What a backend answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub items: Vec<ScoredItem>,
+    pub recommendation_id: Option<String>,
+}
+
+/// Which backend answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Personalize,
+    Embedded,
+    Fallback,
+}
+
+/// Why the fallback answered instead of the configured backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// Personalize answered with throttling.
+    Throttled,
+    /// Personalize answered with a 5xx or could not be reached.
+    BackendError,
+    /// Personalize did not answer within the client timeout.
+    Timeout,
+    /// The campaign (or recommender) does not exist.
+    CampaignNotFound,
+    /// No backend is configured for this kind of request.
+    NotConfigured,
+    /// The backend has no model yet.
+    NoModel,
+    /// The user has no history the backend knows.
+    UnknownUser,
+}
+
+impl fmt::Display for FallbackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            FallbackReason::Throttled => "throttled",
+            FallbackReason::BackendError => "backend_error",
+            FallbackReason::Timeout => "timeout",
+            FallbackReason::CampaignNotFound => "campaign_not_found",
+            FallbackReason::NotConfigured => "not_configured",
+            FallbackReason::NoModel => "no_model",
+            FallbackReason::UnknownUser => "unknown_user",
+        };
+        f.write_str(text)
+    }
+}
+
+/// Why a backend could not answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot answer now; the fallback should.
+    #[error("{reason}: {detail}")]
+    Unavailable { reason: FallbackReason, detail: String },
+    /// The backend refused the request itself (Personalize `InvalidInputException`).
+    #[error("the recommender refused the request: {0}")]
+    InvalidInput(String),
+}
+
+impl BackendError {
+    pub fn unavailable(reason: FallbackReason, detail: impl Into<String>) -> Self {
+        BackendError::Unavailable { reason, detail: detail.into() }
+    }
+}
+
+/// The port. Personalize in AWS, the embedded recommender locally.
+#[async_trait]
+pub trait Recommender: Send + Sync {
+    /// Which source this backend reports in responses.
+    fn source(&self) -> Source;
+
+    async fn recommend(&self, request: &RecommendRequest) -> Result<Ranked, BackendError>;
+
+    async fn rerank(&self, request: &RerankRequest) -> Result<Ranked, BackendError>;
+}
+
+/// Popular items held in memory: the answer of last resort.
+pub trait Fallback: Send + Sync {
+    /// The `n` most popular items, minus what `user` already has when that is known.
+    /// `None` when there is no data to answer from at all.
+    fn popular(&self, user: &UserId, n: usize) -> Option<Vec<ScoredItem>>;
+
+    /// `items` ordered by popularity; items without data keep their order at the end.
+    fn rerank(&self, items: &[ItemId]) -> Option<Vec<ScoredItem>>;
+}

@@ -1,0 +1,137 @@
+//! Start-up: read the configuration once, build the backends, then serve through
+//! Lambda or a local socket.
+
+use std::sync::Arc;
+
+use store::embedded::EmbeddedStore;
+use tracing_subscriber::EnvFilter;
+
+use crate::backends::personalize::{PersonalizeRecommender, client_config};
+use crate::backends::popularity::{
+    PopularFallback, PopularityRecommender, PopularitySnapshot, SharedPopularity,
+};
+use crate::config::{Cli, Command, Config};
+use crate::port::Recommender;
+use crate::routes::{AppState, router};
+use crate::service::RankingService;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether this process is a Lambda function (the runtime API is only there).
+pub fn in_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}
+
+fn init_tracing(lambda: bool) {
+    if lambda {
+        // Honours AWS_LAMBDA_LOG_FORMAT=JSON and AWS_LAMBDA_LOG_LEVEL from the function's LoggingConfig.
+        lambda_http::tracing::init_default_subscriber();
+    } else {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    }
+}
+
+/// Builds everything the router needs. Local runs get the embedded store under
+/// `DATA_DIR` (seeded with demo data when empty); Lambda never seeds.
+pub async fn build_state(
+    config: &Config,
+    lambda: bool,
+) -> Result<(AppState, Option<EmbeddedStore>), BoxError> {
+    let (popularity, store) = if lambda {
+        (SharedPopularity::default(), None)
+    } else {
+        let store = EmbeddedStore::open_in(&config.data_dir)?;
+        if !config.no_demo_seed
+            && let Some(written) = store::demo::seed_if_empty(&store)?
+        {
+            tracing::info!(
+                interactions = written,
+                path = %store.path().display(),
+                "the data directory was empty: seeded the demo dataset (600 students, 48 classes)"
+            );
+        }
+        let snapshot = PopularitySnapshot::load(&store)?;
+        tracing::info!(items = snapshot.item_count(), users = snapshot.user_count(), "embedded data loaded");
+        (SharedPopularity::new(snapshot), Some(store))
+    };
+
+    let backend: Option<Arc<dyn Recommender>> = if config.uses_personalize() {
+        let base = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let client =
+            aws_sdk_personalizeruntime::Client::from_conf(client_config(&base, config.personalize_timeout()));
+        tracing::info!(
+            campaign = config.campaign_arn.as_deref().unwrap_or("-"),
+            ranking_campaign = config.ranking_campaign_arn.as_deref().unwrap_or("-"),
+            timeout_ms = config.personalize_timeout_ms,
+            "answering from Personalize"
+        );
+        Some(Arc::new(PersonalizeRecommender::new(
+            client,
+            config.campaign_arn.clone(),
+            config.ranking_campaign_arn.clone(),
+            config.personalize_timeout(),
+        )))
+    } else if lambda {
+        tracing::warn!("no Personalize campaign configured: every answer will be a fallback");
+        None
+    } else {
+        tracing::info!("answering from the embedded recommender");
+        Some(Arc::new(PopularityRecommender::new(popularity.clone())))
+    };
+
+    let service = RankingService::new(backend, Arc::new(PopularFallback::new(popularity.clone())));
+    let mut state =
+        AppState::new(service, config.filters.0.clone()).with_cors_origins(config.cors_origins.clone());
+    match (&config.api_key, lambda) {
+        (Some(key), false) => state = state.with_api_key(key),
+        (Some(_), true) => tracing::info!("API_KEY is ignored inside Lambda: API Gateway checks keys there"),
+        (None, _) => {}
+    }
+    if let Some(store) = &store {
+        popularity.refresh_in_background(store.clone(), config.refresh_every());
+    }
+    Ok((state, store))
+}
+
+/// The whole program: `main` only parses the command line and calls this.
+pub async fn run(cli: Cli) -> Result<(), BoxError> {
+    let lambda = in_lambda();
+    init_tracing(lambda);
+    if let Some(Command::SeedDemo { students, classes, seed }) = cli.command {
+        let store = EmbeddedStore::open_in(&cli.config.data_dir)?;
+        let data = store::demo::generate(&store::demo::DemoSpec { students, classes, seed });
+        let written = store.put_many_blocking(&data.interactions)?;
+        tracing::info!(written, students, classes, path = %store.path().display(), "demo data seeded");
+        return Ok(());
+    }
+
+    let (state, _store) = build_state(&cli.config, lambda).await?;
+    let app = router(state);
+    if lambda {
+        use tower::ServiceExt;
+        return lambda_http::run(app.map_request(crate::routes::strip_stage)).await;
+    }
+    let listener = tokio::net::TcpListener::bind(cli.config.addr).await.map_err(|e| {
+        format!("cannot listen on {}: {e} (choose another with --addr HOST:PORT)", cli.config.addr)
+    })?;
+    tracing::info!(addr = %listener.local_addr()?, "listening: try GET /ranking/s-0001");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutting down");
+}
