@@ -1,11 +1,12 @@
 //! The S3 adapter against moto: single-shot puts, multipart uploads of several parts,
-//! aborted and abandoned uploads. Needs `MOTO_ENDPOINT` (started by `scripts/test`).
+//! aborted and abandoned uploads. Uses the moto that `scripts/test` starts for multipart
+//! uploads (`MOTO_MULTIPART_ENDPOINT`; see `testkit::moto_multipart_endpoint`).
 
 use artifacts::{ObjectStore, S3Store, s3};
 use aws_sdk_s3::Client;
 
 async fn bucket() -> (Client, S3Store) {
-    let config = testkit::moto_config().await;
+    let config = testkit::moto_multipart_config().await;
     let client = s3::client(&config);
     let name = testkit::unique_name("artifacts");
     client.create_bucket().bucket(&name).send().await.expect("create bucket on moto");
@@ -93,7 +94,7 @@ async fn a_dropped_writer_aborts_its_upload() {
 
 #[tokio::test]
 async fn a_missing_bucket_is_a_clear_error() {
-    let config = testkit::moto_config().await;
+    let config = testkit::moto_multipart_config().await;
     let store = S3Store::new(s3::client(&config), testkit::unique_name("no-such-bucket"));
     let err = store.put("k", b"x").await.unwrap_err();
     assert!(err.to_string().contains("PutObject"), "{err}");

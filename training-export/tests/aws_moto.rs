@@ -131,7 +131,8 @@ fn big_pages(rows: usize) -> Vec<Result<ScanPage, StoreError>> {
 
 #[tokio::test]
 async fn a_large_export_goes_up_in_parts_and_a_failed_one_leaves_nothing() {
-    let config = testkit::moto_config().await;
+    // Multipart uploads get a moto of their own (see testkit::moto_multipart_endpoint).
+    let config = testkit::moto_multipart_config().await;
     let (client, objects) = bucket(&config).await;
 
     // ~10 MB of CSV: two 5 MiB parts and a tail.
