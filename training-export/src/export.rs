@@ -107,6 +107,31 @@ pub fn scan_all(store: &dyn InteractionStore, segments: u32) -> BoxStream<'_, Re
     stream::select_all((0..segments).map(|s| store.scan_segment(s, segments))).boxed()
 }
 
+/// As [`scan_all`], with each segment read by its own task, so that fetching and
+/// decoding pages (the SDK's work for a DynamoDB scan) runs on other worker threads
+/// while the export writes. At most one page per segment waits in the channel; the
+/// tasks stop when the export stops reading.
+pub fn scan_all_in_tasks(
+    store: Arc<dyn InteractionStore>,
+    segments: u32,
+) -> BoxStream<'static, Result<ScanPage, StoreError>> {
+    let segments = segments.max(1);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(segments as usize);
+    for segment in 0..segments {
+        let (store, tx) = (store.clone(), tx.clone());
+        tokio::spawn(async move {
+            let mut pages = store.scan_segment(segment, segments);
+            while let Some(page) = pages.next().await {
+                let failed = page.is_err();
+                if tx.send(page).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+    }
+    stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
 /// The Arrow schema of the Parquet file: the Personalize columns, same names.
 pub fn parquet_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

@@ -603,7 +603,7 @@ impl Pipeline {
                         p(rows)
                     }
                 };
-                let pages = export::scan_all(self.interactions.as_ref(), self.settings.scan_segments);
+                let pages = export::scan_all_in_tasks(self.interactions.clone(), self.settings.scan_segments);
                 export::export(pages, self.objects.as_ref(), &plan, &report).await.map_err(|e| {
                     StepFailure { step: Step::Export, retryable: e.is_retryable(), message: e.to_string() }
                 })?

@@ -347,3 +347,18 @@ async fn a_scan_error_midway_aborts_and_says_so() {
     assert!(err.to_string().contains("reading the interactions"), "{err}");
     assert!(objects.list("").await.unwrap().is_empty(), "nothing visible after a failed scan");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_read_in_their_own_tasks_yield_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open_in(dir.path()).unwrap());
+    store::demo::seed_if_empty(&store).unwrap();
+    let pages: Vec<_> = export::scan_all_in_tasks(store.clone(), 5).collect().await;
+    let mut ids: Vec<String> =
+        pages.into_iter().flat_map(|p| p.unwrap().interactions).map(|i| i.event_id.to_string()).collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "no row twice");
+    assert_eq!(total as u64, store.count_blocking().unwrap(), "every row");
+}
