@@ -1,0 +1,213 @@
+//! The offline protocol of `recommender evaluate`: every interaction is implicit positive feedback
+//! (deduplicated per user and item); each user's items are split 80/20 at random from the seed;
+//! each model ranks all items except the user's training items; Recall@k = hits / test items,
+//! Precision@k = hits / k, NDCG@k with binary relevance, averaged over users with a test item.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use rand::seq::SliceRandom;
+
+use crate::input::InteractionRow;
+use crate::metrics;
+use crate::model::ModelSpec;
+use crate::train::{TrainConfig, TrainError, train};
+
+/// Training rows and, per user, the held-out test items.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub train: Vec<InteractionRow>,
+    pub test: BTreeMap<String, Vec<String>>,
+}
+
+/// Deduplicates to one row per (user, item) (latest timestamp), then for each user, in id order,
+/// shuffles the user's items (sorted by id first) with one ChaCha8 stream seeded by `seed` and
+/// holds out `round(test_fraction × n)` of them.
+pub fn split(rows: impl IntoIterator<Item = InteractionRow>, seed: u64, test_fraction: f64) -> Split {
+    let mut latest: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for r in rows {
+        let t = latest.entry(r.user_id).or_default().entry(r.item_id).or_insert(r.timestamp);
+        *t = (*t).max(r.timestamp);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Split { train: Vec::new(), test: BTreeMap::new() };
+    for (user, items) in latest {
+        let mut order: Vec<(String, i64)> = items.into_iter().collect();
+        order.shuffle(&mut rng);
+        let n_test = ((order.len() as f64) * test_fraction).round() as usize;
+        let (test, train) = order.split_at(n_test);
+        if !test.is_empty() {
+            out.test.insert(user.clone(), test.iter().map(|(i, _)| i.clone()).collect());
+        }
+        for (item, timestamp) in train {
+            out.train.push(InteractionRow {
+                user_id: user.clone(),
+                item_id: item.clone(),
+                timestamp: *timestamp,
+                event_type: "interaction".into(),
+                event_value: None,
+            });
+        }
+    }
+    out
+}
+
+impl Split {
+    /// Writes `train.csv` (a Personalize interactions CSV) and `test.csv` (USER_ID,ITEM_ID) so that other
+    /// tools (the benchmark's Python baselines) evaluate on exactly this split.
+    pub fn dump(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut train = std::io::BufWriter::new(std::fs::File::create(dir.join("train.csv"))?);
+        writeln!(train, "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE")?;
+        for r in &self.train {
+            writeln!(train, "{},{},{},{}", r.user_id, r.item_id, r.timestamp, r.event_type)?;
+        }
+        train.flush()?;
+        let mut test = std::io::BufWriter::new(std::fs::File::create(dir.join("test.csv"))?);
+        writeln!(test, "USER_ID,ITEM_ID")?;
+        for (user, items) in &self.test {
+            for item in items {
+                writeln!(test, "{user},{item}")?;
+            }
+        }
+        test.flush()
+    }
+}
+
+/// One model's figures at `k` (and Recall at `2k`).
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub model: String,
+    /// For `auto`: the model the validation chose.
+    pub chosen: Option<String>,
+    pub k: usize,
+    pub recall_at_k: f64,
+    pub recall_at_2k: f64,
+    pub ndcg_at_k: f64,
+    pub precision_at_k: f64,
+    pub fit_seconds: f64,
+    /// Users with at least one test item: the ones averaged over.
+    pub users: usize,
+}
+
+impl Evaluation {
+    /// One line of `evaluate --json`: `{"model", "recall@10", "recall@20", "ndcg@10", "precision@10",
+    /// "fit_seconds"}` for k = 10.
+    pub fn to_json(&self) -> serde_json::Value {
+        let k = self.k;
+        let mut m = serde_json::Map::new();
+        m.insert("model".into(), self.model.clone().into());
+        if let Some(c) = &self.chosen {
+            m.insert("chosen".into(), c.clone().into());
+        }
+        m.insert(format!("recall@{k}"), self.recall_at_k.into());
+        m.insert(format!("recall@{}", 2 * k), self.recall_at_2k.into());
+        m.insert(format!("ndcg@{k}"), self.ndcg_at_k.into());
+        m.insert(format!("precision@{k}"), self.precision_at_k.into());
+        m.insert("fit_seconds".into(), self.fit_seconds.into());
+        m.insert("users".into(), self.users.into());
+        serde_json::Value::Object(m)
+    }
+}
+
+/// What to evaluate: a fixed model, or `None` for the automatic choice.
+pub fn evaluate(
+    split: &Split,
+    spec: Option<&ModelSpec>,
+    base: &TrainConfig,
+    k: usize,
+) -> Result<Evaluation, TrainError> {
+    // The protocol treats every interaction alike, whatever its event type.
+    let config = TrainConfig {
+        model: spec.cloned(),
+        event_weights: BTreeMap::new(),
+        default_event_weight: 1.0,
+        min_event_value: None,
+        ..base.clone()
+    };
+    let started = Instant::now();
+    let model = train(split.train.iter().cloned(), &config)?;
+    let fit_seconds = started.elapsed().as_secs_f64();
+
+    let (mut recall_k, mut recall_2k, mut ndcg_k, mut precision_k, mut users) = (0.0, 0.0, 0.0, 0.0, 0);
+    for (user, items) in &split.test {
+        let relevant: HashSet<u32> = items.iter().filter_map(|i| model.item_position(i)).collect();
+        // Test items the model never saw still count in the denominator: they are misses.
+        let relevant_count = items.len();
+        let ranked = model.rank_for_evaluation(user, 2 * k).unwrap_or_else(|| {
+            model.popular(2 * k).iter().filter_map(|(id, _)| model.item_position(id)).collect()
+        });
+        let is_relevant = |i: &u32| relevant.contains(i);
+        recall_k += metrics::recall_at_k(&ranked, relevant_count, k, is_relevant);
+        recall_2k += metrics::recall_at_k(&ranked, relevant_count, 2 * k, is_relevant);
+        ndcg_k += metrics::ndcg_at_k(&ranked, relevant_count, k, is_relevant);
+        precision_k += metrics::precision_at_k(&ranked, k, is_relevant);
+        users += 1;
+    }
+    let mean = |x: f64| if users == 0 { 0.0 } else { x / users as f64 };
+    Ok(Evaluation {
+        model: spec.map_or("auto", ModelSpec::name).to_owned(),
+        chosen: spec.is_none().then(|| model.info().model.clone()),
+        k,
+        recall_at_k: mean(recall_k),
+        recall_at_2k: mean(recall_2k),
+        ndcg_at_k: mean(ndcg_k),
+        precision_at_k: mean(precision_k),
+        fit_seconds,
+        users,
+    })
+}
+
+/// The fixed-setting models `evaluate` reports besides `auto`: each with the defaults of `config`.
+pub fn default_specs(config: &TrainConfig) -> Vec<ModelSpec> {
+    let lambda = config.ease_lambdas.get(config.ease_lambdas.len() / 2).copied().unwrap_or(300.0);
+    let ease_weight =
+        config.blend_ease_weights.get(config.blend_ease_weights.len() / 2).copied().unwrap_or(0.5);
+    vec![
+        ModelSpec::Popularity { half_life_days: config.popularity_half_life_days },
+        ModelSpec::ItemKnn { neighbours: config.knn_neighbours, shrink: config.knn_shrink },
+        ModelSpec::Ease { lambda },
+        ModelSpec::Ials(config.ials.clone()),
+        ModelSpec::EaseIals { lambda, ials: config.ials.clone(), ease_weight },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<InteractionRow> {
+        let mut rows = Vec::new();
+        for u in 0..20 {
+            for i in 0..(5 + u % 7) {
+                rows.push(InteractionRow {
+                    user_id: format!("u{u}"),
+                    item_id: format!("i{}", (u * 3 + i) % 17),
+                    timestamp: i as i64,
+                    event_type: "enrolled".into(),
+                    event_value: None,
+                });
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn split_is_seeded_and_holds_out_a_fifth_of_each_user() {
+        let a = split(rows(), 42, 0.2);
+        let b = split(rows(), 42, 0.2);
+        let c = split(rows(), 43, 0.2);
+        assert_eq!(a.test, b.test);
+        assert_ne!(a.test, c.test);
+        // u0 has 5 distinct items: 1 test, 4 train, and never both.
+        assert_eq!(a.test["u0"].len(), 1);
+        let train_u0: Vec<&str> =
+            a.train.iter().filter(|r| r.user_id == "u0").map(|r| r.item_id.as_str()).collect();
+        assert_eq!(train_u0.len(), 4);
+        assert!(!train_u0.contains(&a.test["u0"][0].as_str()));
+    }
+}

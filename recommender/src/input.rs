@@ -1,0 +1,308 @@
+//! Reading the interactions we hand to Personalize: the CSV (`USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE`
+//! and optionally `EVENT_VALUE`) and the Parquet export with the same columns. Both stream rows, so a
+//! large export is never held twice.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
+use arrow_array::{Array, RecordBatch};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use schemas::interaction::{CSV_HEADER, CSV_HEADER_WITH_VALUE};
+use schemas::{ItemId, UserId};
+
+/// One interaction as the recommender sees it. Ids are plain strings already checked against
+/// Personalize's rules; the timestamp is epoch seconds without the platform's 2000..2100 bound,
+/// because public evaluation data (MovieLens, 1997) predates it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InteractionRow {
+    pub user_id: String,
+    pub item_id: String,
+    pub timestamp: i64,
+    pub event_type: String,
+    pub event_value: Option<f32>,
+}
+
+impl From<&schemas::Interaction> for InteractionRow {
+    fn from(i: &schemas::Interaction) -> Self {
+        Self {
+            user_id: i.user_id.as_str().to_owned(),
+            item_id: i.item_id.as_str().to_owned(),
+            timestamp: i.timestamp.epoch_seconds(),
+            event_type: i.event_type.as_str().to_owned(),
+            event_value: i.event_value,
+        }
+    }
+}
+
+/// Why an interactions file could not be read. Every variant names the file; row errors name
+/// the line (CSV, 1-based, header is line 1) or the row (Parquet, 0-based).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("{path}: the header is {found:?}; expected {expected:?} (EVENT_VALUE optional)")]
+    Header { path: PathBuf, found: Vec<String>, expected: Vec<&'static str> },
+    #[error("{path}, line {line}: {reason}")]
+    CsvRow { path: PathBuf, line: u64, reason: String },
+    #[error("{path}: not a readable Parquet file: {reason}")]
+    Parquet { path: PathBuf, reason: String },
+    #[error("{path}: column {column} is missing or has type {found}; expected {expected}")]
+    ParquetColumn { path: PathBuf, column: &'static str, found: String, expected: &'static str },
+    #[error("{path}, row {row}: {reason}")]
+    ParquetRow { path: PathBuf, row: u64, reason: String },
+}
+
+fn check_row(
+    user: &str,
+    item: &str,
+    timestamp: i64,
+    event_type: &str,
+    value: Option<f32>,
+) -> Result<(), String> {
+    UserId::parse(user).map_err(|e| format!("USER_ID: {e}"))?;
+    ItemId::parse(item).map_err(|e| format!("ITEM_ID: {e}"))?;
+    if event_type.is_empty() {
+        return Err("EVENT_TYPE is empty".into());
+    }
+    if timestamp < 0 {
+        return Err(format!("TIMESTAMP {timestamp} is negative; expected epoch seconds"));
+    }
+    if let Some(v) = value
+        && !v.is_finite()
+    {
+        return Err(format!("EVENT_VALUE {v} is not a finite number"));
+    }
+    Ok(())
+}
+
+/// Streams rows from a Personalize interactions CSV. Opening checks the header; each row is
+/// checked as it is read, and a bad row yields an error naming its line.
+pub fn read_csv(path: impl AsRef<Path>) -> Result<CsvRows, InputError> {
+    let path = path.as_ref().to_path_buf();
+    let file = File::open(&path).map_err(|source| InputError::Open { path: path.clone(), source })?;
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(file);
+    let header = reader
+        .headers()
+        .map_err(|e| InputError::CsvRow { path: path.clone(), line: 1, reason: e.to_string() })?
+        .clone();
+    let found: Vec<String> = header.iter().map(str::to_owned).collect();
+    let has_value = if found == CSV_HEADER {
+        false
+    } else if found == CSV_HEADER_WITH_VALUE {
+        true
+    } else {
+        return Err(InputError::Header { path, found, expected: CSV_HEADER_WITH_VALUE.to_vec() });
+    };
+    Ok(CsvRows { path, reader, record: csv::StringRecord::new(), has_value })
+}
+
+/// Iterator over the rows of a CSV opened by [`read_csv`].
+pub struct CsvRows {
+    path: PathBuf,
+    reader: csv::Reader<File>,
+    record: csv::StringRecord,
+    has_value: bool,
+}
+
+impl CsvRows {
+    fn parse_record(&self) -> Result<InteractionRow, String> {
+        let r = &self.record;
+        let timestamp: i64 = r[2]
+            .trim()
+            .parse()
+            .map_err(|_| format!("TIMESTAMP {:?} is not an integer (epoch seconds)", &r[2]))?;
+        let event_value = if self.has_value && !r[4].trim().is_empty() {
+            Some(r[4].trim().parse::<f32>().map_err(|_| format!("EVENT_VALUE {:?} is not a number", &r[4]))?)
+        } else {
+            None
+        };
+        check_row(&r[0], &r[1], timestamp, &r[3], event_value)?;
+        Ok(InteractionRow {
+            user_id: r[0].to_owned(),
+            item_id: r[1].to_owned(),
+            timestamp,
+            event_type: r[3].to_owned(),
+            event_value,
+        })
+    }
+}
+
+impl Iterator for CsvRows {
+    type Item = Result<InteractionRow, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.reader.read_record(&mut self.record) {
+            Ok(false) => None,
+            Ok(true) => {
+                let line = self.record.position().map_or(0, |p| p.line());
+                Some(self.parse_record().map_err(|reason| InputError::CsvRow {
+                    path: self.path.clone(),
+                    line,
+                    reason,
+                }))
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                let reason = match e.kind() {
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        format!("{len} fields where the header has {expected_len}")
+                    }
+                    _ => e.to_string(),
+                };
+                Some(Err(InputError::CsvRow { path: self.path.clone(), line, reason }))
+            }
+        }
+    }
+}
+
+/// Streams rows from the Parquet export (columns USER_ID utf8, ITEM_ID utf8, TIMESTAMP int64,
+/// EVENT_TYPE utf8, EVENT_VALUE float32 nullable), one record batch in memory at a time.
+pub fn read_parquet(path: impl AsRef<Path>) -> Result<ParquetRows, InputError> {
+    let path = path.as_ref().to_path_buf();
+    let file = File::open(&path).map_err(|source| InputError::Open { path: path.clone(), source })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(8192).build())
+        .map_err(|e| InputError::Parquet { path: path.clone(), reason: e.to_string() })?;
+    Ok(ParquetRows { path, reader, batch: Vec::new().into_iter(), row: 0 })
+}
+
+/// Iterator over the rows of a Parquet file opened by [`read_parquet`].
+pub struct ParquetRows {
+    path: PathBuf,
+    reader: ParquetRecordBatchReader,
+    batch: std::vec::IntoIter<Result<InteractionRow, InputError>>,
+    row: u64,
+}
+
+fn column<'a>(
+    path: &Path,
+    batch: &'a RecordBatch,
+    name: &'static str,
+    expected: &'static str,
+) -> Result<&'a dyn Array, InputError> {
+    batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| InputError::ParquetColumn {
+        path: path.to_path_buf(),
+        column: name,
+        found: "missing".into(),
+        expected,
+    })
+}
+
+fn strings(path: &Path, batch: &RecordBatch, name: &'static str) -> Result<Vec<Option<String>>, InputError> {
+    let col = column(path, batch, name, "utf8")?;
+    let wrong = || InputError::ParquetColumn {
+        path: path.to_path_buf(),
+        column: name,
+        found: col.data_type().to_string(),
+        expected: "utf8",
+    };
+    if let Some(a) = col.as_string_opt::<i32>() {
+        Ok(a.iter().map(|s| s.map(str::to_owned)).collect())
+    } else if let Some(a) = col.as_string_opt::<i64>() {
+        Ok(a.iter().map(|s| s.map(str::to_owned)).collect())
+    } else if let Some(a) = col.as_string_view_opt() {
+        Ok(a.iter().map(|s| s.map(str::to_owned)).collect())
+    } else {
+        Err(wrong())
+    }
+}
+
+impl ParquetRows {
+    fn decode(&mut self, batch: &RecordBatch) -> Result<Vec<Result<InteractionRow, InputError>>, InputError> {
+        let path = self.path.as_path();
+        let users = strings(path, batch, "USER_ID")?;
+        let items = strings(path, batch, "ITEM_ID")?;
+        let types = strings(path, batch, "EVENT_TYPE")?;
+        let ts_col = column(path, batch, "TIMESTAMP", "int64")?;
+        let timestamps: Vec<Option<i64>> = if let Some(a) = ts_col.as_primitive_opt::<Int64Type>() {
+            a.iter().collect()
+        } else if let Some(a) = ts_col.as_primitive_opt::<Int32Type>() {
+            a.iter().map(|v| v.map(i64::from)).collect()
+        } else {
+            return Err(InputError::ParquetColumn {
+                path: path.to_path_buf(),
+                column: "TIMESTAMP",
+                found: ts_col.data_type().to_string(),
+                expected: "int64",
+            });
+        };
+        let values: Vec<Option<f32>> = match batch.column_by_name("EVENT_VALUE") {
+            None => vec![None; batch.num_rows()],
+            Some(c) => {
+                if let Some(a) = c.as_primitive_opt::<Float32Type>() {
+                    a.iter().collect()
+                } else if let Some(a) = c.as_primitive_opt::<Float64Type>() {
+                    a.iter().map(|v| v.map(|v| v as f32)).collect()
+                } else {
+                    return Err(InputError::ParquetColumn {
+                        path: path.to_path_buf(),
+                        column: "EVENT_VALUE",
+                        found: c.data_type().to_string(),
+                        expected: "float32",
+                    });
+                }
+            }
+        };
+        let mut out = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let row = self.row;
+            self.row += 1;
+            let parsed = (|| {
+                let user = users[i].clone().ok_or("USER_ID is null")?;
+                let item = items[i].clone().ok_or("ITEM_ID is null")?;
+                let event_type = types[i].clone().ok_or("EVENT_TYPE is null")?;
+                let timestamp = timestamps[i].ok_or("TIMESTAMP is null")?;
+                check_row(&user, &item, timestamp, &event_type, values[i])?;
+                Ok(InteractionRow {
+                    user_id: user,
+                    item_id: item,
+                    timestamp,
+                    event_type,
+                    event_value: values[i],
+                })
+            })();
+            out.push(parsed.map_err(|reason: String| InputError::ParquetRow {
+                path: self.path.clone(),
+                row,
+                reason,
+            }));
+        }
+        Ok(out)
+    }
+}
+
+impl Iterator for ParquetRows {
+    type Item = Result<InteractionRow, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(row) = self.batch.next() {
+                return Some(row);
+            }
+            let batch = match self.reader.next()? {
+                Ok(b) => b,
+                Err(e) => {
+                    return Some(Err(InputError::Parquet { path: self.path.clone(), reason: e.to_string() }));
+                }
+            };
+            match self.decode(&batch) {
+                Ok(rows) => self.batch = rows.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// Opens either format by extension: `.parquet` is Parquet, anything else is CSV.
+pub fn read_interactions(
+    path: impl AsRef<Path>,
+) -> Result<Box<dyn Iterator<Item = Result<InteractionRow, InputError>>>, InputError> {
+    let path = path.as_ref();
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
+        Ok(Box::new(read_parquet(path)?))
+    } else {
+        Ok(Box::new(read_csv(path)?))
+    }
+}
