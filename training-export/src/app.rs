@@ -11,11 +11,12 @@ use store::dynamodb::DynamoInteractionStore;
 use store::embedded::EmbeddedStore;
 
 use crate::config::Config;
+use crate::embedded_model::EmbeddedTrainer;
 use crate::events::{EventBridgeEvents, LocalEvents, PipelineEvents};
 use crate::personalize::AwsPersonalize;
 use crate::pipeline::{Deadline, Models, Pipeline, PipelineError, Request, Response};
 use crate::runs::{DynamoRunStore, EmbeddedRunStore, RunStore};
-use crate::trainer::{ModelTrainer, RecommenderNotBuiltIn};
+use crate::trainer::ModelTrainer;
 
 /// File of local pipeline events inside the data directory.
 pub const EVENTS_FILE: &str = "pipeline-events.jsonl";
@@ -64,15 +65,18 @@ pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline>
             aws_sdk_personalize::Client::new(aws()),
             resources,
         ))),
-        None => Models::Embedded(embedded_trainer(config)),
+        None => Models::Embedded(embedded_trainer(config, objects.clone())?),
     };
     Ok(Pipeline { interactions, objects, runs, events, models, settings: config.settings(), progress: None })
 }
 
-/// The embedded recommender, once it is part of the workspace.
-// TODO(recommender): wire `recommender::train` + `ModelRegistry` here when the crate lands on main.
-fn embedded_trainer(_config: &Config) -> Arc<dyn ModelTrainer> {
-    Arc::new(RecommenderNotBuiltIn)
+/// The embedded recommender: models in `$DATA_DIR/models` locally, under `models/` in
+/// the bucket when `DATA_BUCKET` is set.
+fn embedded_trainer(config: &Config, objects: Arc<dyn ObjectStore>) -> anyhow::Result<Arc<dyn ModelTrainer>> {
+    Ok(match &config.data_bucket {
+        Some(_) => Arc::new(EmbeddedTrainer::in_bucket(objects)),
+        None => Arc::new(EmbeddedTrainer::local(config.data_dir.clone(), objects)?),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

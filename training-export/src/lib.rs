@@ -6,6 +6,7 @@
 pub mod app;
 pub mod bench;
 pub mod config;
+pub mod embedded_model;
 pub mod events;
 pub mod export;
 pub mod manifest;

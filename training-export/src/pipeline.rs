@@ -832,7 +832,8 @@ pub fn choose_training_mode(
 /// most `tolerance` (relative) worse than the live version. Metrics are higher-is-better.
 pub fn quality_gate(metric: &str, candidate: Option<f64>, live: Option<f64>, tolerance: f64) -> GateRecord {
     let (passed, reason) = match (candidate, live) {
-        (None, _) => (false, format!("the new version reports no {metric}")),
+        (None, None) => (true, format!("no {metric} for the new version, and nothing live to protect")),
+        (None, Some(_)) => (false, format!("the new version reports no {metric}")),
         (Some(c), None) => (true, format!("{metric} {c:.4}; nothing live to compare with")),
         (Some(c), Some(l)) => {
             let floor = l * (1.0 - tolerance);
@@ -869,7 +870,11 @@ mod tests {
             rejected.reason
         );
         assert!(quality_gate(m, Some(0.1), None, 0.02).passed, "nothing live: first deploy");
-        assert!(!quality_gate(m, None, Some(0.3), 0.02).passed, "no figure, no deploy");
+        assert!(!quality_gate(m, None, Some(0.3), 0.02).passed, "no figure, no replacing a live version");
+        assert!(
+            quality_gate(m, None, None, 0.02).passed,
+            "no figure but nothing live: the first model goes out"
+        );
     }
 
     fn export(delta: Option<(u64, u64)>) -> ExportRecord {

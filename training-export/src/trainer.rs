@@ -34,12 +34,12 @@ pub trait ModelTrainer: Send + Sync {
     async fn publish(&self, version: &str) -> Result<(), TrainerError>;
 }
 
-/// Stands in until the embedded recommender is built into this binary: every call
-/// says so, and a run that needs it fails at its Train step with that reason.
+/// For pipelines that only export (tools, tests): every training call says that no
+/// trainer is configured, and a full run fails at its Train step with that reason.
+/// The binaries use [`crate::embedded_model::EmbeddedTrainer`].
 pub struct RecommenderNotBuiltIn;
 
-const NOT_BUILT_IN: &str = "the embedded recommender (crate `recommender`) is not built into this binary yet; \
-    configure Personalize (PERSONALIZE_*) or use `export` only";
+const NOT_BUILT_IN: &str = "no model trainer is configured in this pipeline; use `export` only";
 
 #[async_trait]
 impl ModelTrainer for RecommenderNotBuiltIn {

@@ -233,3 +233,34 @@ async fn an_export_run_through_dynamodb_s3_and_eventbridge() {
     assert_eq!(status.runs.len(), 1);
     assert_eq!(status.active_run_id, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_personalize_the_embedded_model_is_published_in_the_bucket() {
+    use training_export::embedded_model::EmbeddedTrainer;
+    let config = testkit::moto_config().await;
+    let (_, objects) = bucket(&config).await;
+    let objects: Arc<dyn artifacts::ObjectStore> = Arc::new(objects);
+    let dir = tempfile::tempdir().unwrap();
+    let interactions = store::embedded::EmbeddedStore::open_in(dir.path()).unwrap();
+    store::demo::seed_if_empty(&interactions).unwrap();
+    let pipeline = Pipeline {
+        interactions: Arc::new(interactions),
+        objects: objects.clone(),
+        runs: Arc::new(training_export::runs::EmbeddedRunStore::open(&dir.path().join("store.db")).unwrap()),
+        events: Arc::new(training_export::events::LocalEvents::new(dir.path().join("events.jsonl"))),
+        models: Models::Embedded(Arc::new(EmbeddedTrainer::in_bucket(objects.clone()))),
+        settings: Settings::default(),
+        progress: None,
+    };
+    let run = pipeline.handle(Request::Run { trigger: "schedule".into() }, Deadline::none()).await.unwrap();
+    let run = run.run.unwrap();
+    assert_eq!(run.status, "Done", "{run:?}");
+    let version = run.deployed.unwrap();
+    let latest = objects.get("models/LATEST").await.unwrap().unwrap();
+    assert_eq!(String::from_utf8(latest).unwrap().trim(), version);
+    let model = objects.get(&format!("models/{version}/model.bin")).await.unwrap().unwrap();
+    let model = recommender::Model::from_bytes(&model).unwrap();
+    assert_eq!(model.info().version, version);
+    let info = objects.get(&format!("models/{version}/info.json")).await.unwrap().unwrap();
+    assert!(String::from_utf8(info).unwrap().contains(&version));
+}
