@@ -30,6 +30,30 @@ pub async fn moto_config() -> SdkConfig {
         .await
 }
 
+/// The second moto started by `scripts/test`, for tests that make S3 multipart uploads:
+/// moto (5.2.5) keeps upload parts as keys that belong to no bucket, and from then on its
+/// `/moto-api/data.json` fails, which tests reading SES mail from it depend on.
+pub fn moto_multipart_endpoint() -> String {
+    match std::env::var("MOTO_MULTIPART_ENDPOINT") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "MOTO_MULTIPART_ENDPOINT is not set. This test makes S3 multipart uploads, which need a moto of \
+             their own: run `scripts/test`, or start a second `moto_server -H 127.0.0.1 -p 5001` and export \
+             MOTO_MULTIPART_ENDPOINT=http://127.0.0.1:5001"
+        ),
+    }
+}
+
+/// As [`moto_config`], pointed at [`moto_multipart_endpoint`].
+pub async fn moto_multipart_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto_multipart_endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::for_tests())
+        .load()
+        .await
+}
+
 /// A resource name no other test (in this or a parallel process) uses: moto is
 /// shared by the whole test run, so tables and buckets must not collide.
 pub fn unique_name(prefix: &str) -> String {

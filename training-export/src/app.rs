@@ -1,0 +1,115 @@
+//! Wiring: the configuration picks an adapter for each port, and the Lambda handler
+//! turns an invocation into a [`Request`] with the invocation's deadline.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context as _;
+use artifacts::{DirectoryStore, ObjectStore, S3Store};
+use store::InteractionStore;
+use store::dynamodb::DynamoInteractionStore;
+use store::embedded::EmbeddedStore;
+
+use crate::config::Config;
+use crate::embedded_model::EmbeddedTrainer;
+use crate::events::{EventBridgeEvents, LocalEvents, PipelineEvents};
+use crate::personalize::AwsPersonalize;
+use crate::pipeline::{Deadline, Models, Pipeline, PipelineError, Request, Response};
+use crate::runs::{DynamoRunStore, EmbeddedRunStore, RunStore};
+use crate::trainer::ModelTrainer;
+
+/// File of local pipeline events inside the data directory.
+pub const EVENTS_FILE: &str = "pipeline-events.jsonl";
+
+/// Builds the pipeline the configuration describes. On an empty embedded store the
+/// demo dataset is seeded first, the same one the API seeds.
+pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline> {
+    config.validate(in_lambda)?;
+    let aws = if config.uses_aws() {
+        Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+    } else {
+        None
+    };
+    let aws = || aws.as_ref().expect("loaded when any AWS resource is configured");
+    let store_path = config.data_dir.join(store::embedded::FILE_NAME);
+
+    let interactions: Arc<dyn InteractionStore> = match &config.interactions_table {
+        Some(table) => {
+            Arc::new(DynamoInteractionStore::new(aws_sdk_dynamodb::Client::new(aws()), table.clone()))
+        }
+        None => {
+            let store = EmbeddedStore::open(&store_path)?;
+            if let Some(seeded) = store::demo::seed_if_empty(&store)? {
+                tracing::info!(seeded, path = %store_path.display(), "empty store: seeded the demo dataset");
+            }
+            Arc::new(store)
+        }
+    };
+    let objects: Arc<dyn ObjectStore> = match &config.data_bucket {
+        Some(bucket) => Arc::new(
+            S3Store::new(artifacts::s3::client(aws()), bucket.clone())
+                .with_part_size(config.part_size_mib as usize * 1024 * 1024)?,
+        ),
+        None => Arc::new(DirectoryStore::new(&config.data_dir)),
+    };
+    let runs: Arc<dyn RunStore> = match &config.runs_table {
+        Some(table) => Arc::new(DynamoRunStore::new(aws_sdk_dynamodb::Client::new(aws()), table.clone())),
+        None => Arc::new(EmbeddedRunStore::open(&store_path).context("opening the embedded run store")?),
+    };
+    let events: Arc<dyn PipelineEvents> = match &config.event_bus_name {
+        Some(bus) => Arc::new(EventBridgeEvents::new(aws_sdk_eventbridge::Client::new(aws()), bus.clone())),
+        None => Arc::new(LocalEvents::new(config.data_dir.join(EVENTS_FILE))),
+    };
+    let models = match config.personalize()? {
+        Some(resources) => Models::Personalize(Arc::new(AwsPersonalize::new(
+            aws_sdk_personalize::Client::new(aws()),
+            resources,
+        ))),
+        None => Models::Embedded(embedded_trainer(config, objects.clone())?),
+    };
+    Ok(Pipeline { interactions, objects, runs, events, models, settings: config.settings(), progress: None })
+}
+
+/// The embedded recommender: models in `$DATA_DIR/models` locally, under `models/` in
+/// the bucket when `DATA_BUCKET` is set.
+fn embedded_trainer(config: &Config, objects: Arc<dyn ObjectStore>) -> anyhow::Result<Arc<dyn ModelTrainer>> {
+    Ok(match &config.data_bucket {
+        Some(_) => Arc::new(EmbeddedTrainer::in_bucket(objects)),
+        None => Arc::new(EmbeddedTrainer::local(config.data_dir.clone(), objects)?),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    #[error(
+        "the payload {payload} is not a request ({reason}); expected {{\"action\": \"run\"|\"export\"|\"advance\"|\"status\"|\"rollback\"}}"
+    )]
+    BadPayload { payload: String, reason: String },
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    /// The error type tells whoever reads the failure whether invoking again can help.
+    fn from(e: InvocationError) -> Self {
+        let error_type = match &e {
+            InvocationError::BadPayload { .. } => "BadPayload",
+            InvocationError::Pipeline(p) if p.is_retryable() => "Retryable",
+            InvocationError::Pipeline(_) => "NotRetryable",
+        };
+        lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
+    }
+}
+
+/// Handles one Lambda invocation: the payload is a [`Request`]; the answer is the
+/// [`Response`] as JSON. A payload that does not parse is an error that says why.
+pub async fn handle_lambda(
+    pipeline: &Pipeline,
+    payload: serde_json::Value,
+    deadline: SystemTime,
+) -> Result<Response, InvocationError> {
+    let request: Request = serde_json::from_value(payload.clone())
+        .map_err(|e| InvocationError::BadPayload { payload: payload.to_string(), reason: e.to_string() })?;
+    let remaining = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+    Ok(pipeline.handle(request, Deadline::at(Instant::now() + remaining)).await?)
+}

@@ -1,0 +1,235 @@
+//! Configuration: from the environment (or flags), read once at start, validated with
+//! a message that says what to set. An AWS adapter is chosen when its resource
+//! variable is set; otherwise the embedded default under `DATA_DIR` is used.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::personalize::PersonalizeResources;
+use crate::pipeline::Settings;
+use crate::run::TrainingMode;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Local data: embedded store, runs, exports, models, pipeline events.
+    #[arg(long, env = "DATA_DIR", default_value = ".data")]
+    pub data_dir: PathBuf,
+    /// DynamoDB interactions table. Unset: the embedded store in DATA_DIR.
+    #[arg(long, env = "INTERACTIONS_TABLE")]
+    pub interactions_table: Option<String>,
+    /// S3 bucket for exports and model versions. Unset: DATA_DIR.
+    #[arg(long, env = "DATA_BUCKET")]
+    pub data_bucket: Option<String>,
+    /// DynamoDB table of pipeline runs (keys pk, sk). Unset: the embedded store.
+    #[arg(long, env = "RUNS_TABLE")]
+    pub runs_table: Option<String>,
+    /// EventBridge bus for `ranking.pipeline` events. Unset: DATA_DIR/pipeline-events.jsonl.
+    #[arg(long, env = "EVENT_BUS_NAME")]
+    pub event_bus_name: Option<String>,
+    /// Parallel Scan segments read at once.
+    #[arg(long, env = "SCAN_SEGMENTS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub scan_segments: u32,
+    /// S3 multipart part size in MiB (5 to 512): memory per file being uploaded.
+    #[arg(long, env = "PART_SIZE_MIB", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(5..=512))]
+    pub part_size_mib: u32,
+    #[arg(long, env = "PERSONALIZE_DATASET_GROUP_ARN")]
+    pub personalize_dataset_group_arn: Option<String>,
+    #[arg(long, env = "PERSONALIZE_INTERACTIONS_DATASET_ARN")]
+    pub personalize_interactions_dataset_arn: Option<String>,
+    #[arg(long, env = "PERSONALIZE_SOLUTION_ARN")]
+    pub personalize_solution_arn: Option<String>,
+    #[arg(long, env = "PERSONALIZE_CAMPAIGN_ARN")]
+    pub personalize_campaign_arn: Option<String>,
+    /// Role Personalize assumes to read the export from the bucket.
+    #[arg(long, env = "PERSONALIZE_IMPORT_ROLE_ARN")]
+    pub personalize_import_role_arn: Option<String>,
+    /// Prefix of import job and solution version names.
+    #[arg(long, env = "PERSONALIZE_NAME_PREFIX", default_value = "ranking")]
+    pub personalize_name_prefix: String,
+    /// FULL, or UPDATE (User-Personalization only; a FULL still runs every FULL_TRAINING_EVERY_DAYS).
+    #[arg(long, env = "TRAINING_MODE", value_enum, default_value = "FULL")]
+    pub training_mode: TrainingMode,
+    #[arg(long, env = "FULL_TRAINING_EVERY_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub full_training_every_days: u32,
+    /// Higher-is-better offline metric compared by the quality gate.
+    #[arg(long, env = "QUALITY_METRIC", default_value = "normalized_discounted_cumulative_gain_at_10")]
+    pub quality_metric: String,
+    /// How much worse than the live version a new one may be: 0.02 = 2 %.
+    #[arg(long, env = "QUALITY_TOLERANCE", default_value_t = 0.02, value_parser = parse_tolerance)]
+    pub quality_tolerance: f64,
+    /// No step starts with less than this many seconds left before the Lambda deadline.
+    #[arg(long, env = "SAFETY_MARGIN_SECS", default_value_t = 60)]
+    pub safety_margin_secs: u64,
+}
+
+fn parse_tolerance(raw: &str) -> Result<f64, String> {
+    let v: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
+    if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("{v} is not in [0, 1)")) }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// The Personalize resources, if configured: all five variables or none.
+    pub fn personalize(&self) -> Result<Option<PersonalizeResources>, ConfigError> {
+        let vars = [
+            ("PERSONALIZE_DATASET_GROUP_ARN", &self.personalize_dataset_group_arn),
+            ("PERSONALIZE_INTERACTIONS_DATASET_ARN", &self.personalize_interactions_dataset_arn),
+            ("PERSONALIZE_SOLUTION_ARN", &self.personalize_solution_arn),
+            ("PERSONALIZE_CAMPAIGN_ARN", &self.personalize_campaign_arn),
+            ("PERSONALIZE_IMPORT_ROLE_ARN", &self.personalize_import_role_arn),
+        ];
+        let missing: Vec<&str> = vars.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| *n).collect();
+        if missing.len() == vars.len() {
+            return Ok(None);
+        }
+        if !missing.is_empty() {
+            return Err(ConfigError(format!(
+                "Personalize is partly configured; also set {} (or unset all PERSONALIZE_* to train the embedded model)",
+                missing.join(", ")
+            )));
+        }
+        let get = |v: &Option<String>| v.clone().expect("checked above");
+        Ok(Some(PersonalizeResources {
+            dataset_group_arn: get(&self.personalize_dataset_group_arn),
+            interactions_dataset_arn: get(&self.personalize_interactions_dataset_arn),
+            solution_arn: get(&self.personalize_solution_arn),
+            campaign_arn: get(&self.personalize_campaign_arn),
+            import_role_arn: get(&self.personalize_import_role_arn),
+        }))
+    }
+
+    /// Checks everything that can be checked without calling AWS.
+    pub fn validate(&self, in_lambda: bool) -> Result<(), ConfigError> {
+        let personalize = self.personalize()?;
+        if personalize.is_some() && self.data_bucket.is_none() {
+            return Err(ConfigError("Personalize imports from S3: set DATA_BUCKET".into()));
+        }
+        if personalize.is_none() && self.training_mode == TrainingMode::Update {
+            return Err(ConfigError("TRAINING_MODE=UPDATE needs Personalize (User-Personalization)".into()));
+        }
+        let prefix_ok = !self.personalize_name_prefix.is_empty()
+            && self.personalize_name_prefix.len() <= 30
+            && self.personalize_name_prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && self
+                .personalize_name_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !prefix_ok {
+            return Err(ConfigError(
+                "PERSONALIZE_NAME_PREFIX must be 1 to 30 of [A-Za-z0-9-_], starting with a letter or digit"
+                    .into(),
+            ));
+        }
+        if in_lambda {
+            let missing: Vec<&str> = [
+                ("INTERACTIONS_TABLE", self.interactions_table.is_none()),
+                ("DATA_BUCKET", self.data_bucket.is_none()),
+                ("RUNS_TABLE", self.runs_table.is_none()),
+                ("EVENT_BUS_NAME", self.event_bus_name.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, unset)| unset.then_some(name))
+            .collect();
+            if !missing.is_empty() {
+                return Err(ConfigError(format!(
+                    "in Lambda the local defaults do not persist; set {}",
+                    missing.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings {
+            scan_segments: self.scan_segments,
+            name_prefix: self.personalize_name_prefix.clone(),
+            training_mode: self.training_mode,
+            full_training_every_days: self.full_training_every_days,
+            quality_metric: self.quality_metric.clone(),
+            quality_tolerance: self.quality_tolerance,
+            safety_margin: Duration::from_secs(self.safety_margin_secs),
+            ..Settings::default()
+        }
+    }
+
+    /// Whether any AWS service is configured (and so the SDK configuration is loaded).
+    pub fn uses_aws(&self) -> bool {
+        self.interactions_table.is_some()
+            || self.data_bucket.is_some()
+            || self.runs_table.is_some()
+            || self.event_bus_name.is_some()
+            || self.personalize_campaign_arn.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .map(|c| c.config)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_local_and_valid() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from(".data"));
+        assert!(!c.uses_aws());
+        assert_eq!(c.validate(false), Ok(()));
+        let err = c.validate(true).unwrap_err().to_string();
+        assert!(err.contains("INTERACTIONS_TABLE, DATA_BUCKET, RUNS_TABLE, EVENT_BUS_NAME"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_say_what_to_set() {
+        assert!(parse(&["--quality-tolerance", "1.5"]).unwrap_err().contains("not in [0, 1)"));
+        assert!(parse(&["--scan-segments", "0"]).is_err());
+        assert!(parse(&["--training-mode", "partial"]).is_err());
+        let partial = parse(&["--personalize-campaign-arn", "arn:c"]).unwrap();
+        let err = partial.validate(false).unwrap_err().to_string();
+        assert!(err.contains("also set PERSONALIZE_DATASET_GROUP_ARN"), "{err}");
+        let update = parse(&["--training-mode", "UPDATE"]).unwrap();
+        assert!(update.validate(false).unwrap_err().to_string().contains("needs Personalize"));
+        let bad_prefix = parse(&["--personalize-name-prefix", "rank ing"]).unwrap();
+        assert!(bad_prefix.validate(false).is_err());
+    }
+
+    #[test]
+    fn personalize_needs_all_five_and_a_bucket() {
+        let args = [
+            "--personalize-dataset-group-arn",
+            "g",
+            "--personalize-interactions-dataset-arn",
+            "d",
+            "--personalize-solution-arn",
+            "s",
+            "--personalize-campaign-arn",
+            "c",
+            "--personalize-import-role-arn",
+            "r",
+        ];
+        let c = parse(&args).unwrap();
+        assert!(c.validate(false).unwrap_err().to_string().contains("set DATA_BUCKET"));
+        let mut with_bucket = args.to_vec();
+        with_bucket.extend(["--data-bucket", "b"]);
+        let c = parse(&with_bucket).unwrap();
+        assert_eq!(c.validate(false), Ok(()));
+        assert_eq!(c.personalize().unwrap().unwrap().campaign_arn, "c");
+    }
+}

@@ -1,0 +1,283 @@
+//! A pipeline run: its id, what it is for, where it stands, and everything it learnt
+//! on the way (export counts, job names and ARNs, the gate's figures), persisted after
+//! every step so that any invocation can pick it up where the last one stopped.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunKind {
+    /// Export, import, train, gate, deploy: the nightly run.
+    Full,
+    /// Export (and validate) only.
+    ExportOnly,
+    /// Put the previously deployed version back.
+    Rollback,
+}
+
+/// Where the models come from: Amazon Personalize, or the embedded recommender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Backend {
+    Personalize,
+    Embedded,
+}
+
+/// The step that failed, for `Failed { step, .. }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    Export,
+    Validate,
+    Import,
+    Train,
+    QualityGate,
+    Deploy,
+    Rollback,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The states of the machine. Terminal: `Done`, `Failed`, `Rejected`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status")]
+pub enum RunState {
+    Exporting,
+    Exported,
+    Importing,
+    Imported,
+    Training,
+    Trained,
+    Deploying,
+    Done,
+    Failed { step: Step, reason: String },
+    Rejected { reason: String },
+}
+
+impl RunState {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, RunState::Done | RunState::Failed { .. } | RunState::Rejected { .. })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunState::Exporting => "Exporting",
+            RunState::Exported => "Exported",
+            RunState::Importing => "Importing",
+            RunState::Imported => "Imported",
+            RunState::Training => "Training",
+            RunState::Trained => "Trained",
+            RunState::Deploying => "Deploying",
+            RunState::Done => "Done",
+            RunState::Failed { .. } => "Failed",
+            RunState::Rejected { .. } => "Rejected",
+        }
+    }
+}
+
+/// Personalize's import modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ImportMode {
+    Full,
+    Incremental,
+}
+
+/// Personalize's training modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "UPPERCASE")]
+#[value(rename_all = "UPPERCASE")]
+pub enum TrainingMode {
+    Full,
+    Update,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportRecord {
+    pub prefix: String,
+    pub rows: u64,
+    pub distinct_users: u64,
+    pub distinct_items: u64,
+    pub max_timestamp: Option<i64>,
+    pub csv_key: String,
+    pub csv_size: u64,
+    /// The delta file, with the count of rows newer than the previous import.
+    pub delta_key: Option<String>,
+    pub delta_size: Option<u64>,
+    pub delta_new_rows: Option<u64>,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportRecord {
+    pub job_name: String,
+    pub job_arn: Option<String>,
+    pub mode: ImportMode,
+    pub source: String,
+    /// The export's newest timestamp: the next run's delta starts after it.
+    pub max_timestamp: Option<i64>,
+    pub completed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingRecord {
+    /// Solution version name (Personalize) or model version (embedded).
+    pub name: String,
+    /// Solution version ARN (Personalize) or model version (embedded), once known.
+    pub version: Option<String>,
+    pub mode: TrainingMode,
+    pub completed: bool,
+    /// Offline metrics of the new version, when the backend reports them at once.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateRecord {
+    pub metric: String,
+    pub candidate: Option<f64>,
+    pub live: Option<f64>,
+    pub tolerance: f64,
+    pub passed: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployRecord {
+    /// The version being put live.
+    pub target: String,
+    /// What was live before, kept so that one rollback puts it back.
+    pub previous: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    pub at: i64,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    pub run_id: String,
+    pub kind: RunKind,
+    pub backend: Backend,
+    /// Who asked: `schedule`, `manual`, `cli`.
+    pub trigger: String,
+    pub state: RunState,
+    /// Optimistic-concurrency version: a save succeeds only if the stored run still
+    /// has this version, so two invocations cannot both advance the same run.
+    pub version: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The previous import's newest timestamp (rows after it are new).
+    pub delta_since: Option<i64>,
+    pub export: Option<ExportRecord>,
+    pub import: Option<ImportRecord>,
+    pub training: Option<TrainingRecord>,
+    pub gate: Option<GateRecord>,
+    pub deploy: Option<DeployRecord>,
+    /// The last retryable problem met while waiting (throttling, a busy campaign).
+    pub last_error: Option<String>,
+    /// Epoch seconds until which one invocation is working on the run: a second one
+    /// (the 10-minute tick during a long export) leaves it alone instead of redoing
+    /// the same step. Expires by itself if its holder dies.
+    #[serde(default)]
+    pub lease_until: Option<i64>,
+    pub history: Vec<Transition>,
+}
+
+/// A run id that sorts by creation time and is safe in Personalize names
+/// (`[a-zA-Z0-9-_]`) and object keys: `20261122T020000Z-1a2b`.
+pub fn new_run_id(now: time::OffsetDateTime) -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        &random[..4]
+    )
+}
+
+impl Run {
+    pub fn new(
+        run_id: String,
+        kind: RunKind,
+        backend: Backend,
+        trigger: &str,
+        state: RunState,
+        now: i64,
+    ) -> Self {
+        Self {
+            run_id,
+            kind,
+            backend,
+            trigger: trigger.to_owned(),
+            history: vec![Transition { at: now, state: state.name().to_owned() }],
+            state,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            delta_since: None,
+            export: None,
+            import: None,
+            training: None,
+            gate: None,
+            deploy: None,
+            last_error: None,
+            lease_until: None,
+        }
+    }
+
+    /// Moves to `state`, noting the transition.
+    pub fn enter(&mut self, state: RunState, now: i64) {
+        self.history.push(Transition { at: now, state: state.name().to_owned() });
+        self.state = state;
+        self.updated_at = now;
+        self.last_error = None;
+    }
+
+    pub fn is_active(&self) -> bool {
+        !self.state.is_terminal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_by_time_and_fit_personalize_names() {
+        let t = time::macros::datetime!(2026-11-22 02:00:05 UTC);
+        let id = new_run_id(t);
+        assert!(id.starts_with("20261122T020005Z-"), "{id}");
+        assert_eq!(id.len(), 21);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        assert!(new_run_id(t + time::Duration::seconds(1)) > id);
+    }
+
+    #[test]
+    fn states_serialize_with_their_reason() {
+        let failed = RunState::Failed { step: Step::Import, reason: "bad csv".into() };
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json, serde_json::json!({"status": "Failed", "step": "Import", "reason": "bad csv"}));
+        assert!(failed.is_terminal());
+        assert!(!RunState::Training.is_terminal());
+        assert_eq!(serde_json::from_value::<RunState>(json).unwrap(), failed);
+    }
+}
