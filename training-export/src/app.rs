@@ -60,14 +60,26 @@ pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline>
         Some(bus) => Arc::new(EventBridgeEvents::new(aws_sdk_eventbridge::Client::new(aws()), bus.clone())),
         None => Arc::new(LocalEvents::new(config.data_dir.join(EVENTS_FILE))),
     };
-    let models = match config.personalize()? {
-        Some(resources) => Models::Personalize(Arc::new(AwsPersonalize::new(
-            aws_sdk_personalize::Client::new(aws()),
-            resources,
-        ))),
-        None => Models::Embedded(embedded_trainer(config, objects.clone())?),
+    let (models, fallback_models) = match config.personalize()? {
+        Some(resources) => (
+            Models::Personalize(Arc::new(AwsPersonalize::new(
+                aws_sdk_personalize::Client::new(aws()),
+                resources,
+            ))),
+            Some(embedded_trainer(config, objects.clone())?),
+        ),
+        None => (Models::Embedded(embedded_trainer(config, objects.clone())?), None),
     };
-    Ok(Pipeline { interactions, objects, runs, events, models, settings: config.settings(), progress: None })
+    Ok(Pipeline {
+        interactions,
+        objects,
+        runs,
+        events,
+        models,
+        fallback_models,
+        settings: config.settings(),
+        progress: None,
+    })
 }
 
 /// The embedded recommender: models in `$DATA_DIR/models` locally, under `models/` in

@@ -27,8 +27,8 @@ use crate::export::{self, ExportPlan};
 use crate::manifest::Manifest;
 use crate::personalize::{JobStatus, Personalize};
 use crate::run::{
-    Backend, DeployRecord, ExportRecord, GateRecord, ImportMode, ImportRecord, Run, RunKind, RunState, Step,
-    TrainingMode, TrainingRecord, new_run_id,
+    Backend, DeployRecord, ExportRecord, FallbackRecord, GateRecord, ImportMode, ImportRecord, Run, RunKind,
+    RunState, Step, TrainingMode, TrainingRecord, new_run_id,
 };
 use crate::runs::{RunStore, RunStoreError};
 use crate::trainer::ModelTrainer;
@@ -245,6 +245,10 @@ pub struct Pipeline {
     pub runs: Arc<dyn RunStore>,
     pub events: Arc<dyn PipelineEvents>,
     pub models: Models,
+    /// With Personalize: the embedded recommender, trained on every full export and
+    /// published under `models/`, so the ranking API's fallback serves fresh popular
+    /// items (it has no data of its own inside Lambda). `None` skips the refresh.
+    pub fallback_models: Option<Arc<dyn ModelTrainer>>,
     pub settings: Settings,
     /// Told the number of rows exported so far (the CLI's progress bar).
     pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
@@ -482,7 +486,16 @@ impl Pipeline {
                     self.finish(run, RunState::Done).await?;
                     Ok(Progress::Moved)
                 }
-                (_, Models::Personalize(p)) => self.start_import(run, p.as_ref()).await,
+                (_, Models::Personalize(p)) => {
+                    if run.fallback_model.is_none()
+                        && let Some(trainer) = &self.fallback_models
+                    {
+                        run.fallback_model = Some(self.refresh_fallback(run, trainer.as_ref()).await);
+                        // Saved before the import starts, so a retry does not train it again.
+                        return Ok(Progress::Moved);
+                    }
+                    self.start_import(run, p.as_ref()).await
+                }
                 (_, Models::Embedded(_)) => {
                     run.enter(RunState::Training, now());
                     Ok(Progress::Moved)
@@ -624,6 +637,29 @@ impl Pipeline {
             }
         }
         Ok(Progress::Moved)
+    }
+
+    /// Trains the embedded model on this run's export and publishes it for the API's
+    /// fallback. Never fails the run: the outcome is recorded and logged.
+    async fn refresh_fallback(&self, run: &Run, trainer: &dyn ModelTrainer) -> FallbackRecord {
+        let outcome = async {
+            let prefix = run.export.as_ref().map(|e| e.prefix.clone()).ok_or("the run has no export")?;
+            let manifest = export::read_manifest(self.objects.as_ref(), &prefix).await?;
+            let model = trainer.train(&manifest, &run.run_id).await.map_err(|e| e.message)?;
+            trainer.publish(&model.version).await.map_err(|e| e.message)?;
+            Ok::<_, String>(model.version)
+        }
+        .await;
+        match outcome {
+            Ok(version) => {
+                tracing::info!(run_id = %run.run_id, %version, "fallback model refreshed");
+                FallbackRecord { version: Some(version), error: None }
+            }
+            Err(error) => {
+                tracing::warn!(run_id = %run.run_id, %error, "fallback model not refreshed; the API keeps the previous one");
+                FallbackRecord { version: None, error: Some(error) }
+            }
+        }
     }
 
     async fn start_import(&self, run: &mut Run, p: &dyn Personalize) -> Result<Progress, StepFailure> {

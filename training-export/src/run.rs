@@ -195,7 +195,22 @@ pub struct Run {
     /// the same step. Expires by itself if its holder dies.
     #[serde(default)]
     pub lease_until: Option<i64>,
+    /// With Personalize: the embedded model refreshed from this export for the ranking
+    /// API's fallback (popular items, what each student has had). Best effort: a failure
+    /// is recorded and the run goes on, since Personalize is what users are served.
+    #[serde(default)]
+    pub fallback_model: Option<FallbackRecord>,
     pub history: Vec<Transition>,
+}
+
+/// What became of a run's fallback-model refresh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FallbackRecord {
+    /// The published model version, when the refresh succeeded.
+    pub version: Option<String>,
+    /// Why it did not, otherwise.
+    pub error: Option<String>,
 }
 
 /// A run id that sorts by creation time and is safe in Personalize names
@@ -240,6 +255,7 @@ impl Run {
             gate: None,
             deploy: None,
             last_error: None,
+            fallback_model: None,
             lease_until: None,
         }
     }

@@ -220,6 +220,7 @@ async fn an_export_run_through_dynamodb_s3_and_eventbridge() {
         runs: Arc::new(DynamoRunStore::new(dynamo, runs_table)),
         events: Arc::new(EventBridgeEvents::new(eventbridge, bus)),
         models: Models::Embedded(Arc::new(RecommenderNotBuiltIn)),
+        fallback_models: None,
         settings: Settings { scan_segments: 3, ..Settings::default() },
         progress: None,
     };
@@ -249,6 +250,7 @@ async fn without_personalize_the_embedded_model_is_published_in_the_bucket() {
         runs: Arc::new(training_export::runs::EmbeddedRunStore::open(&dir.path().join("store.db")).unwrap()),
         events: Arc::new(training_export::events::LocalEvents::new(dir.path().join("events.jsonl"))),
         models: Models::Embedded(Arc::new(EmbeddedTrainer::in_bucket(objects.clone()))),
+        fallback_models: None,
         settings: Settings::default(),
         progress: None,
     };

@@ -363,6 +363,7 @@ fn world_with_data(seed: bool, setup: impl FnOnce(&mut Fake)) -> World {
         runs: runs.clone(),
         events: events.clone(),
         models: Models::Personalize(Arc::new(AwsPersonalize::new(personalize_client(&fake), resources))),
+        fallback_models: None,
         settings: Settings::default(),
         progress: None,
     };
@@ -648,4 +649,19 @@ async fn an_invocation_leaves_a_run_alone_while_another_holds_it() {
     w.send(Request::Advance).await;
     assert_eq!(describes(), before + 1);
     assert_eq!(w.advance_to_the_end(&run_id).await.state, RunState::Done);
+}
+
+#[tokio::test]
+async fn a_failed_fallback_refresh_is_recorded_and_the_run_goes_on() {
+    let mut w = world(|_| {});
+    // A trainer that cannot train stands in for a broken fallback refresh.
+    w.pipeline.fallback_models = Some(Arc::new(training_export::trainer::RecommenderNotBuiltIn));
+    let started = w.send(World::run_request()).await;
+    let run = w.advance_to_the_end(&started.run.unwrap().run_id).await;
+    assert_eq!(run.state, RunState::Done, "Personalize is what users are served; the run is not held back");
+    let fallback = run.fallback_model.expect("the refresh was attempted and recorded");
+    assert_eq!(fallback.version, None);
+    assert!(fallback.error.unwrap().contains("no model trainer is configured"));
+    let fake = w.fake.lock().unwrap();
+    assert_eq!((fake.imports.len(), fake.versions.len()), (1, 1));
 }

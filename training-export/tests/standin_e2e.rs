@@ -250,12 +250,16 @@ async fn a_nightly_run_against_moto_and_the_personalize_standin() {
     };
     let aws_personalize = Arc::new(AwsPersonalize::new(personalize.clone(), resources));
     let runs = Arc::new(DynamoRunStore::new(dynamo.clone(), runs_table));
+    let objects: Arc<dyn artifacts::ObjectStore> = Arc::new(objects);
     let pipeline = Pipeline {
         interactions: Arc::new(interactions),
-        objects: Arc::new(objects),
+        objects: objects.clone(),
         runs: runs.clone(),
         events: Arc::new(EventBridgeEvents::new(eventbridge, bus)),
         models: Models::Personalize(aws_personalize.clone()),
+        fallback_models: Some(Arc::new(training_export::embedded_model::EmbeddedTrainer::in_bucket(
+            objects.clone(),
+        ))),
         settings: Settings { training_mode: TrainingMode::Full, ..Settings::default() },
         progress: None,
     };
@@ -279,6 +283,10 @@ async fn a_nightly_run_against_moto_and_the_personalize_standin() {
     assert_eq!(run.deploy.as_ref().unwrap().previous.as_deref(), Some(first.as_str()));
     let live = aws_personalize.campaign().await.unwrap();
     assert_eq!(live.serving.as_deref(), Some(new_version.as_str()));
+    // The API's fallback model was refreshed from the same export, next to it in the bucket.
+    let fallback = run.fallback_model.as_ref().and_then(|f| f.version.clone()).expect("fallback refreshed");
+    let latest = objects.get("models/LATEST").await.unwrap().expect("models/LATEST written");
+    assert_eq!(String::from_utf8(latest).unwrap().trim(), fallback);
     assert_eq!(live.latest_update.map(|u| u.1), Some(JobStatus::Active));
 
     // The stand-in read our CSV and found every request well-formed.
