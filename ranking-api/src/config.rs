@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "PERSONALIZE_TIMEOUT_MS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub personalize_timeout_ms: u64,
 
+    /// S3 bucket the pipeline publishes model versions to (`models/LATEST`). Inside Lambda it
+    /// is where the fallback (and, without Personalize, the embedded backend) gets its model.
+    #[arg(long, env = "DATA_BUCKET")]
+    pub data_bucket: Option<String>,
+
     /// When set, the local server requires this value in `x-api-key` (in AWS, API Gateway checks keys).
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use store::embedded::EmbeddedStore;
 use tracing_subscriber::EnvFilter;
 
-use crate::backends::embedded::{EmbeddedRecommender, ModelSlot, train_first_model};
+use crate::backends::bucket_models::BucketModels;
+use crate::backends::embedded::{EmbeddedRecommender, ModelFallback, ModelSlot, train_first_model};
 use crate::backends::personalize::{PersonalizeRecommender, client_config};
 use crate::backends::popularity::{PopularFallback, PopularitySnapshot, SharedPopularity};
 use crate::config::{Cli, Command, Config};
-use crate::port::Recommender;
+use crate::port::{Fallback, Recommender};
 use crate::routes::{AppState, router};
 use crate::service::RankingService;
 
@@ -32,11 +33,18 @@ fn init_tracing(lambda: bool) {
 }
 
 /// Builds everything the router needs. Local runs get the embedded store under
-/// `DATA_DIR` (seeded with demo data when empty); Lambda never seeds.
+/// `DATA_DIR` (seeded with demo data when empty) and models from `$DATA_DIR/models`;
+/// with `DATA_BUCKET`, models come from the bucket instead. Lambda never seeds.
 pub async fn build_state(
     config: &Config,
     lambda: bool,
 ) -> Result<(AppState, Option<EmbeddedStore>), BoxError> {
+    let aws = if config.uses_personalize() || config.data_bucket.is_some() {
+        Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+    } else {
+        None
+    };
+
     let (popularity, store) = if lambda {
         (SharedPopularity::default(), None)
     } else {
@@ -55,10 +63,49 @@ pub async fn build_state(
         (SharedPopularity::new(snapshot), Some(store))
     };
 
+    let slot = match (&config.data_bucket, &store) {
+        (Some(bucket), _) => {
+            let base = aws.as_ref().expect("loaded when DATA_BUCKET is set");
+            let objects = Arc::new(artifacts::S3Store::new(artifacts::s3::client(base), bucket.clone()));
+            let cache = if lambda {
+                std::env::temp_dir().join("ranking-models")
+            } else {
+                config.data_dir.join("model-cache")
+            };
+            let models = Arc::new(BucketModels::new(objects, cache.clone()));
+            if let Err(e) = models.sync().await {
+                tracing::warn!(error = %e, bucket = %bucket, "could not fetch the latest model; answering without one");
+            }
+            let slot = Arc::new(ModelSlot::open(&cache)?);
+            follow_bucket(models, slot.clone(), config.refresh_every());
+            Some(slot)
+        }
+        (None, Some(store)) => {
+            let slot = Arc::new(ModelSlot::open(&config.data_dir.join("models"))?);
+            if slot.current().is_none() && popularity.get().item_count() > 0 {
+                tracing::info!(
+                    "no model yet: training the first one from the embedded store in the background"
+                );
+                let (store, slot) = (store.clone(), slot.clone());
+                tokio::spawn(async move {
+                    match train_first_model(&store, &slot).await {
+                        Ok(version) => tracing::info!(%version, "first model trained and published"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not train a first model; answering from popular items")
+                        }
+                    }
+                });
+            }
+            slot.refresh_in_background(config.refresh_every());
+            Some(slot)
+        }
+        (None, None) => None,
+    };
+
     let backend: Option<Arc<dyn Recommender>> = if config.uses_personalize() {
-        let base = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let base = aws.as_ref().expect("loaded when Personalize is configured");
         let client =
-            aws_sdk_personalizeruntime::Client::from_conf(client_config(&base, config.personalize_timeout()));
+            aws_sdk_personalizeruntime::Client::from_conf(client_config(base, config.personalize_timeout()));
         tracing::info!(
             campaign = config.campaign_arn.as_deref().unwrap_or("-"),
             ranking_campaign = config.ranking_campaign_arn.as_deref().unwrap_or("-"),
@@ -71,31 +118,23 @@ pub async fn build_state(
             config.ranking_campaign_arn.clone(),
             config.personalize_timeout(),
         )))
-    } else if lambda {
-        tracing::warn!("no Personalize campaign configured: every answer will be a fallback");
-        None
-    } else if let Some(store) = &store {
-        let slot = Arc::new(ModelSlot::open(&config.data_dir.join("models"))?);
-        if slot.current().is_none() && popularity.get().item_count() > 0 {
-            tracing::info!("no model yet: training the first one from the embedded store in the background");
-            let (store, slot) = (store.clone(), slot.clone());
-            tokio::spawn(async move {
-                match train_first_model(&store, &slot).await {
-                    Ok(version) => tracing::info!(%version, "first model trained and published"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not train a first model; answering from popular items")
-                    }
-                }
-            });
-        }
-        slot.refresh_in_background(config.refresh_every());
+    } else if let Some(slot) = &slot {
         tracing::info!("answering from the embedded recommender");
-        Some(Arc::new(EmbeddedRecommender::new(slot)))
+        Some(Arc::new(EmbeddedRecommender::new(slot.clone())))
     } else {
+        tracing::error!(
+            "neither a Personalize campaign nor DATA_BUCKET is configured: no backend, no fallback data"
+        );
         None
     };
 
-    let service = RankingService::new(backend, Arc::new(PopularFallback::new(popularity.clone())));
+    // The fallback: the store's popularity where there is a store (always as fresh as the
+    // store), else the newest model's.
+    let fallback: Arc<dyn Fallback> = match (&store, &slot) {
+        (None, Some(slot)) => Arc::new(ModelFallback::new(slot.clone())),
+        _ => Arc::new(PopularFallback::new(popularity.clone())),
+    };
+    let service = RankingService::new(backend, fallback);
     let mut state =
         AppState::new(service, config.filters.0.clone()).with_cors_origins(config.cors_origins.clone());
     match (&config.api_key, lambda) {
@@ -107,6 +146,27 @@ pub async fn build_state(
         popularity.refresh_in_background(store.clone(), config.refresh_every());
     }
     Ok((state, store))
+}
+
+/// Copies new model versions from the bucket and swaps them in, every `every`.
+fn follow_bucket(models: Arc<BucketModels>, slot: Arc<ModelSlot>, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match models.sync().await {
+                Ok(Some(version)) => tracing::info!(%version, "fetched a newer model from the bucket"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "model fetch failed; still serving the previous model"),
+            }
+            let slot = slot.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || slot.refresh()).await {
+                tracing::warn!(error = %e, "model refresh failed; still serving the previous model");
+            }
+        }
+    });
 }
 
 /// The whole program: `main` only parses the command line and calls this.

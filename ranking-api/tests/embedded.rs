@@ -104,3 +104,30 @@ async fn a_corrupted_version_is_refused_while_the_old_one_keeps_serving() {
     assert_eq!(status, 200);
     assert_eq!((body["source"].as_str(), item_ids(&body)), (Some("embedded"), vec!["B".to_owned()]));
 }
+
+#[tokio::test]
+async fn inside_lambda_the_fallback_comes_from_the_model() {
+    use ranking_api::backends::embedded::ModelFallback;
+    use ranking_api::port::{BackendError, FallbackReason};
+    let (_data, slot, _) = state_over(&a_then_b());
+    // Personalize throttles; there is no local store, only the model from the bucket.
+    let service = RankingService::new(
+        Some(ScriptedBackend::new(Err(BackendError::unavailable(
+            FallbackReason::Throttled,
+            "rate exceeded",
+        )))),
+        Arc::new(ModelFallback::new(slot)),
+    );
+    let app = router(AppState::new(service, Default::default()));
+    let (status, body) = get(app.clone(), "/ranking/newcomer?numResults=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["fallback"]["reason"], "throttled");
+    let ids = item_ids(&body);
+    assert_eq!(ids[0], "B", "{body}");
+    assert!(!ids.contains(&"A".to_owned()), "A is left out: the newcomer took it");
+    let scores: Vec<f64> =
+        body["items"].as_array().unwrap().iter().map(|i| i["score"].as_f64().unwrap()).collect();
+    assert!(scores[0] < 1.0 && scores[0] > scores[1], "shares of the most popular item (A): {scores:?}");
+    let (_, reranked) = get(app, "/ranking/newcomer?items=zzz,D,B").await;
+    assert_eq!(item_ids(&reranked), ["B", "D", "zzz"]);
+}

@@ -192,3 +192,41 @@ impl Recommender for EmbeddedRecommender {
         Ok(Ranked { items: scored(model.rerank(request.user_id.as_str(), &items)), recommendation_id: None })
     }
 }
+
+/// The fallback inside Lambda, where there is no local store: popular items from the
+/// newest model (the pipeline refreshes it from every export), minus what the student
+/// already has when the model knows them.
+pub struct ModelFallback {
+    slot: Arc<ModelSlot>,
+}
+
+impl ModelFallback {
+    pub fn new(slot: Arc<ModelSlot>) -> Self {
+        Self { slot }
+    }
+}
+
+impl crate::port::Fallback for ModelFallback {
+    fn popular(&self, user: &schemas::UserId, n: usize) -> Option<Vec<ScoredItem>> {
+        let model = self.slot.current()?;
+        let seen: std::collections::HashSet<&str> = model.history(user.as_str()).into_iter().collect();
+        let ranked = model.popular(n + seen.len());
+        let top = ranked.first().map_or(1.0, |(_, s)| f64::from(*s).max(f64::MIN_POSITIVE));
+        let items = ranked
+            .into_iter()
+            .filter(|(id, _)| !seen.contains(id.as_str()))
+            .take(n)
+            .map(|(id, s)| (id, Some((f64::from(s) / top) as f32)));
+        Some(scored(items))
+    }
+
+    fn rerank(&self, items: &[ItemId]) -> Option<Vec<ScoredItem>> {
+        let Some(model) = self.slot.current() else {
+            // Without data, the caller's own order is the honest answer.
+            return Some(items.iter().map(|i| ScoredItem { item_id: i.clone(), score: None }).collect());
+        };
+        let ids: Vec<&str> = items.iter().map(|i| i.as_str()).collect();
+        // An empty user id is never a valid USER_ID, so the model orders by popularity.
+        Some(scored(model.rerank("", &ids)))
+    }
+}
