@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 use crate::backends::bucket_models::BucketModels;
 use crate::backends::embedded::{EmbeddedRecommender, ModelFallback, ModelSlot, train_first_model};
 use crate::backends::personalize::{PersonalizeRecommender, client_config};
-use crate::backends::popularity::{PopularFallback, PopularitySnapshot, SharedPopularity};
+use crate::backends::popularity::{PopularFallback, SharedPopularity};
 use crate::config::{Cli, Command, Config};
 use crate::port::{Fallback, Recommender};
 use crate::routes::{AppState, router};
@@ -58,9 +58,9 @@ pub async fn build_state(
                 "the data directory was empty: seeded the demo dataset (600 students, 48 classes)"
             );
         }
-        let snapshot = PopularitySnapshot::load(&store)?;
-        tracing::info!(items = snapshot.item_count(), users = snapshot.user_count(), "embedded data loaded");
-        (SharedPopularity::new(snapshot), Some(store))
+        // The popularity snapshot loads in the background (its first refresh runs at once):
+        // reading a large store must not delay the first answer, which the model gives.
+        (SharedPopularity::default(), Some(store))
     };
 
     let slot = match (&config.data_bucket, &store) {
@@ -82,7 +82,7 @@ pub async fn build_state(
         }
         (None, Some(store)) => {
             let slot = Arc::new(ModelSlot::open(&config.data_dir.join("models"))?);
-            if slot.current().is_none() && popularity.get().item_count() > 0 {
+            if slot.current().is_none() && store.count_blocking()? > 0 {
                 tracing::info!(
                     "no model yet: training the first one from the embedded store in the background"
                 );

@@ -16,8 +16,9 @@ use store::embedded::EmbeddedStore;
 use crate::backends::embedded::round_score;
 use crate::port::{Fallback, ScoredItem};
 
-/// Items by popularity with what each user already has.
-#[derive(Debug, Default)]
+/// Items by popularity with what each user already has. The default is empty, with a
+/// marker no store has, so the first refresh always loads.
+#[derive(Debug)]
 pub struct PopularitySnapshot {
     /// Most popular first; the score is the share of the top item's audience (0 to 1].
     ranked: Vec<ScoredItem>,
@@ -26,6 +27,12 @@ pub struct PopularitySnapshot {
     seen: HashMap<UserId, HashSet<usize>>,
     /// The store's change marker when this snapshot was taken.
     marker: i64,
+}
+
+impl Default for PopularitySnapshot {
+    fn default() -> Self {
+        Self { ranked: Vec::new(), position: HashMap::new(), seen: HashMap::new(), marker: -1 }
+    }
 }
 
 impl PopularitySnapshot {
