@@ -74,7 +74,8 @@ def target_debug_dir() -> Path:
 
 
 def find_binaries() -> dict[str, Path]:
-    """The debug binaries `cargo build --bins` made, checked to exist and to be newer than the sources."""
+    """The debug binaries `cargo build --bins` made, checked to exist and to be newer than their crate's
+    sources."""
     directory = target_debug_dir()
     found = {name: directory / name for name in BINARIES}
     missing = [str(p) for p in found.values() if not os.access(p, os.X_OK)]
@@ -83,16 +84,16 @@ def find_binaries() -> dict[str, Path]:
             f"missing {', '.join(missing)}: run `cargo build --bins` first (scripts/test does), "
             "or point E2E_BIN_DIR at a directory holding ranking-api, event-consumer and training-export"
         )
-    newest_source = max(
-        p.stat().st_mtime
-        for crate in REPO_ROOT.iterdir()
-        if (crate / "Cargo.toml").exists() and (crate / "src").is_dir()
-        for p in (crate / "src").rglob("*.rs")
-    )
-    stale = [name for name, path in found.items() if path.stat().st_mtime < newest_source]
+    # A crate's own sources always relink its binary, so a binary older than them was not rebuilt since
+    # they changed. (Changes in the crates it depends on are not caught here; `cargo build --bins` is.)
+    stale = [
+        name
+        for name, path in found.items()
+        if max(p.stat().st_mtime for p in (REPO_ROOT / name / "src").rglob("*.rs")) > path.stat().st_mtime
+    ]
     if stale and not os.environ.get("E2E_BIN_DIR"):
         raise BinariesMissing(
-            f"{', '.join(stale)} in {directory} are older than the sources: run `cargo build --bins` first"
+            f"{', '.join(stale)} in {directory} are older than their sources: run `cargo build --bins` first"
         )
     return found
 
