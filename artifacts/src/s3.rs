@@ -48,22 +48,26 @@ const RETRYABLE_CODES: &[&str] = &[
     "ThrottlingException",
 ];
 
-fn s3_error<E, R>(operation: &'static str, bucket: &str, key: &str, err: SdkError<E, R>) -> ArtifactError
+fn s3_error<E>(operation: &'static str, bucket: &str, key: &str, err: SdkError<E>) -> ArtifactError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let retryable = match &err {
         SdkError::ServiceError(e) => e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c)),
         _ => true,
     };
-    ArtifactError::S3 {
-        operation,
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        message: DisplayErrorContext(&err).to_string(),
-        retryable,
-    }
+    // S3's own answer in one line: `DisplayErrorContext` would append the whole raw response (headers,
+    // body, SDK internals), and this message ends up as a run's reason and in its pipeline event.
+    let message = match &err {
+        SdkError::ServiceError(e) => format!(
+            "{}: {} (HTTP {})",
+            e.err().code().unwrap_or("Unknown"),
+            e.err().message().unwrap_or("no message"),
+            e.raw().status().as_u16()
+        ),
+        other => DisplayErrorContext(other).to_string(),
+    };
+    ArtifactError::S3 { operation, bucket: bucket.to_owned(), key: key.to_owned(), message, retryable }
 }
 
 impl S3Store {
@@ -155,10 +159,9 @@ struct S3Writer {
 }
 
 impl S3Writer {
-    fn err<E, R>(&self, operation: &'static str, e: SdkError<E, R>) -> ArtifactError
+    fn err<E>(&self, operation: &'static str, e: SdkError<E>) -> ArtifactError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         s3_error(operation, &self.bucket, &self.key, e)
     }
@@ -368,6 +371,37 @@ mod tests {
         assert_eq!(abort.num_calls(), 1, "the upload was aborted");
         assert!(matches!(writer.write_all(b"x").await, Err(ArtifactError::Closed(_))));
         assert!(matches!(writer.finish().await, Err(ArtifactError::Closed(_))));
+    }
+
+    #[tokio::test]
+    async fn an_s3_error_is_reported_in_one_line_with_code_message_and_status() {
+        use aws_sdk_s3::config::retry::RetryConfig;
+        use aws_smithy_types::body::SdkBody;
+
+        let create = mock!(Client::create_multipart_upload)
+            .then_output(|| CreateMultipartUploadOutput::builder().upload_id("up-1").build());
+        let failing_part = mock!(Client::upload_part).then_http_response(|| {
+            aws_sdk_s3::config::http::HttpResponse::new(
+                500.try_into().expect("a status code"),
+                SdkBody::from(
+                    "<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message>\
+                     <RequestId>R1</RequestId></Error>",
+                ),
+            )
+        });
+        let abort = mock!(Client::abort_multipart_upload)
+            .then_output(|| AbortMultipartUploadOutput::builder().build());
+        let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&create, &failing_part, &abort], |c| c
+            .retry_config(RetryConfig::disabled()));
+        let store = S3Store::new(client, "bucket").with_part_size(MIN_PART_SIZE).unwrap();
+        let mut writer = store.begin("exports/r/interactions.csv").await.unwrap();
+        let err = writer.write_all(&vec![7_u8; MIN_PART_SIZE]).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "S3 UploadPart on s3://bucket/exports/r/interactions.csv: \
+             InternalError: We encountered an internal error. (HTTP 500)"
+        );
+        assert!(err.is_retryable());
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub const EVENTS_FILE: &str = "pipeline-events.jsonl";
 /// demo dataset is seeded first, the same one the API seeds.
 pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline> {
     config.validate(in_lambda)?;
+    if let Some(state) = config.crash_after {
+        tracing::warn!(
+            state,
+            "TRAINING_EXPORT_CRASH_AFTER is set: this process aborts once a run is saved in {state}"
+        );
+    }
     let aws = if config.uses_aws() {
         Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
     } else {

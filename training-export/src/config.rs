@@ -63,6 +63,32 @@ pub struct Config {
     /// No step starts with less than this many seconds left before the Lambda deadline.
     #[arg(long, env = "SAFETY_MARGIN_SECS", default_value_t = 60)]
     pub safety_margin_secs: u64,
+    /// Fault injection for the end-to-end tests (`tests/e2e`): abort the process right after a
+    /// run is saved in this state (`Exporting` ... `Done`), as a crash there would. Unset in
+    /// every deployment; refused inside Lambda.
+    #[arg(long, env = "TRAINING_EXPORT_CRASH_AFTER", hide = true, value_parser = parse_crash_state)]
+    pub crash_after: Option<&'static str>,
+}
+
+/// The states a run can be saved in, as `RunState::name` spells them.
+const STATE_NAMES: [&str; 10] = [
+    "Exporting",
+    "Exported",
+    "Importing",
+    "Imported",
+    "Training",
+    "Trained",
+    "Deploying",
+    "Done",
+    "Failed",
+    "Rejected",
+];
+
+fn parse_crash_state(raw: &str) -> Result<&'static str, String> {
+    STATE_NAMES
+        .into_iter()
+        .find(|name| *name == raw)
+        .ok_or_else(|| format!("{raw:?} is not a run state; one of {}", STATE_NAMES.join(", ")))
 }
 
 fn parse_tolerance(raw: &str) -> Result<f64, String> {
@@ -126,6 +152,12 @@ impl Config {
                     .into(),
             ));
         }
+        if in_lambda && self.crash_after.is_some() {
+            return Err(ConfigError(
+                "TRAINING_EXPORT_CRASH_AFTER is a test hook that kills the process; unset it in Lambda"
+                    .into(),
+            ));
+        }
         if in_lambda {
             let missing: Vec<&str> = [
                 ("INTERACTIONS_TABLE", self.interactions_table.is_none()),
@@ -155,6 +187,7 @@ impl Config {
             quality_metric: self.quality_metric.clone(),
             quality_tolerance: self.quality_tolerance,
             safety_margin: Duration::from_secs(self.safety_margin_secs),
+            crash_after: self.crash_after,
             ..Settings::default()
         }
     }
@@ -208,6 +241,42 @@ mod tests {
         assert!(update.validate(false).unwrap_err().to_string().contains("needs Personalize"));
         let bad_prefix = parse(&["--personalize-name-prefix", "rank ing"]).unwrap();
         assert!(bad_prefix.validate(false).is_err());
+    }
+
+    #[test]
+    fn the_crash_hook_names_a_state_and_stays_out_of_lambda() {
+        assert_eq!(parse(&[]).unwrap().settings().crash_after, None, "off unless set");
+        let err = parse(&["--crash-after", "Exprted"]).unwrap_err();
+        assert!(err.contains("is not a run state; one of Exporting, Exported"), "{err}");
+        let hooked = parse(&["--crash-after", "Trained"]).unwrap();
+        assert_eq!(hooked.settings().crash_after, Some("Trained"));
+        assert_eq!(hooked.validate(false), Ok(()));
+        let mut in_lambda = hooked;
+        in_lambda.interactions_table = Some("t".into());
+        in_lambda.data_bucket = Some("b".into());
+        in_lambda.runs_table = Some("r".into());
+        in_lambda.event_bus_name = Some("e".into());
+        let err = in_lambda.validate(true).unwrap_err().to_string();
+        assert!(err.contains("TRAINING_EXPORT_CRASH_AFTER is a test hook"), "{err}");
+    }
+
+    #[test]
+    fn every_state_name_is_a_crash_point() {
+        use crate::run::{RunState, Step};
+        let states = [
+            RunState::Exporting,
+            RunState::Exported,
+            RunState::Importing,
+            RunState::Imported,
+            RunState::Training,
+            RunState::Trained,
+            RunState::Deploying,
+            RunState::Done,
+            RunState::Failed { step: Step::Export, reason: String::new() },
+            RunState::Rejected { reason: String::new() },
+        ];
+        let names: Vec<&str> = states.iter().map(RunState::name).collect();
+        assert_eq!(names, STATE_NAMES);
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct Settings {
     pub safety_margin: Duration,
     /// How long an invocation holds a run it is advancing (longer than a Lambda lives).
     pub lease: Duration,
+    /// Test hook (`TRAINING_EXPORT_CRASH_AFTER`): abort the process right after a run is
+    /// saved in this state. `None` everywhere but the end-to-end crash tests.
+    pub crash_after: Option<&'static str>,
 }
 
 impl Default for Settings {
@@ -69,6 +72,7 @@ impl Default for Settings {
             quality_tolerance: 0.02,
             safety_margin: Duration::from_secs(60),
             lease: Duration::from_secs(16 * 60),
+            crash_after: None,
         }
     }
 }
@@ -327,7 +331,7 @@ impl Pipeline {
             .find(|i| i.completed)
             .and_then(|i| i.max_timestamp);
         match self.runs.create(&run).await {
-            Ok(()) => {}
+            Ok(()) => self.crash_point(&run),
             Err(RunStoreError::Busy { active_run_id }) => return Ok(Self::refused(active_run_id)),
             Err(e) => return Err(e.into()),
         }
@@ -360,7 +364,7 @@ impl Pipeline {
         );
         run.deploy = Some(DeployRecord { target: previous.clone(), previous: Some(last_deploy.target) });
         match self.runs.create(&run).await {
-            Ok(()) => {}
+            Ok(()) => self.crash_point(&run),
             Err(RunStoreError::Busy { active_run_id }) => return Ok(Self::refused(active_run_id)),
             Err(e) => return Err(e.into()),
         }
@@ -417,7 +421,7 @@ impl Pipeline {
             match self.step(&mut run).await {
                 Ok(Progress::Moved) => {
                     match self.runs.save(&mut run).await {
-                        Ok(()) => {}
+                        Ok(()) => self.crash_point(&run),
                         Err(RunStoreError::Conflict { .. }) => {
                             tracing::warn!(run_id = %run.run_id, "another invocation advanced this run; stopping");
                             return Ok((self.runs.get(&run.run_id).await?.unwrap_or(run), false));
@@ -449,13 +453,27 @@ impl Pipeline {
                         break;
                     }
                     match self.runs.save(&mut run).await {
-                        Ok(()) | Err(RunStoreError::Conflict { .. }) => {}
+                        Ok(()) => self.crash_point(&run),
+                        Err(RunStoreError::Conflict { .. }) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
             }
         }
         Ok((run, true))
+    }
+
+    /// The crash hook of the end-to-end tests: when `run` was just saved in the state
+    /// `crash_after` names, the process dies here as a killed one would: no unwinding, no
+    /// lease released, nothing more written. Never configured outside those tests.
+    fn crash_point(&self, run: &Run) {
+        if self.settings.crash_after == Some(run.state.name()) {
+            tracing::error!(
+                run_id = %run.run_id, state = run.state.name(),
+                "TRAINING_EXPORT_CRASH_AFTER: aborting the process right after saving this state"
+            );
+            std::process::abort();
+        }
     }
 
     /// Enters a terminal state: announce first, so that a state is never terminal
