@@ -11,7 +11,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
@@ -39,35 +39,19 @@ pub struct S3Store {
     part_size: usize,
 }
 
-const RETRYABLE_CODES: &[&str] = &[
-    "SlowDown",
-    "RequestTimeout",
-    "InternalError",
-    "ServiceUnavailable",
-    "Throttling",
-    "ThrottlingException",
-];
-
 fn s3_error<E>(operation: &'static str, bucket: &str, key: &str, err: SdkError<E>) -> ArtifactError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let retryable = match &err {
-        SdkError::ServiceError(e) => e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c)),
-        _ => true,
-    };
-    // S3's own answer in one line: `DisplayErrorContext` would append the whole raw response (headers,
-    // body, SDK internals), and this message ends up as a run's reason and in its pipeline event.
-    let message = match &err {
-        SdkError::ServiceError(e) => format!(
-            "{}: {} (HTTP {})",
-            e.err().code().unwrap_or("Unknown"),
-            e.err().message().unwrap_or("no message"),
-            e.raw().status().as_u16()
-        ),
-        other => DisplayErrorContext(other).to_string(),
-    };
-    ArtifactError::S3 { operation, bucket: bucket.to_owned(), key: key.to_owned(), message, retryable }
+    // S3's own answer in one line: this message ends up as a run's reason and in its pipeline event.
+    let failure = aws_failure::classify(&err, &[]);
+    ArtifactError::S3 {
+        operation,
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        message: failure.summary,
+        retryable: failure.retryable,
+    }
 }
 
 impl S3Store {
@@ -329,7 +313,7 @@ impl Drop for S3Writer {
                         .send()
                         .await;
                     if let Err(e) = result {
-                        tracing::warn!(%bucket, %key, error = %DisplayErrorContext(&e), "abort after drop failed");
+                        tracing::warn!(%bucket, %key, error = %aws_failure::summary(&e), "abort after drop failed");
                     }
                 });
             }

@@ -9,7 +9,6 @@
 //! * [`publisher::EventPublisher`]: the app side, `PutEvents` with the right source.
 //! * [`cli`] and [`lambda`]: the one binary's two faces.
 
-mod aws_error;
 pub mod cli;
 pub mod config;
 pub mod consumer;

@@ -2,7 +2,6 @@
 //! detail-type the consumer (and the bus's rules) expect.
 
 use aws_sdk_eventbridge::Client;
-use aws_sdk_eventbridge::error::SdkError;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use schemas::DomainEvent;
 
@@ -57,18 +56,11 @@ impl EventPublisher {
     pub async fn publish(&self, event: &DomainEvent) -> Result<String, PublishError> {
         let detail_type = event.detail_type().as_str();
         let output = self.client.put_events().entries(self.entry(event)).send().await.map_err(|err| {
-            let retryable = match &err {
-                SdkError::ServiceError(e) => {
-                    let status = e.raw().status().as_u16();
-                    status == 429 || status >= 500
-                }
-                SdkError::ConstructionFailure(_) => false,
-                _ => true,
-            };
+            let failure = aws_failure::classify(&err, &[]);
             PublishError::Request {
                 bus: self.bus_name.clone(),
-                message: crate::aws_error::summary(&err),
-                retryable,
+                message: failure.summary,
+                retryable: failure.retryable,
             }
         })?;
         // PutEvents answers 200 even when entries fail; each entry says for itself.

@@ -138,18 +138,15 @@ impl RetrainTrigger for LambdaRetrainTrigger {
             .send()
             .await
             .map_err(|err| {
-                let retryable = match &err {
-                    SdkError::ServiceError(e) => {
-                        let status = e.raw().status().as_u16();
-                        status == 429 || status >= 500 || invoke_error_is_transient(e.err())
-                    }
-                    SdkError::ConstructionFailure(_) => false,
-                    _ => true,
+                let failure = aws_failure::classify(&err, &[]);
+                let transient_invoke_error = match &err {
+                    SdkError::ServiceError(e) => invoke_error_is_transient(e.err()),
+                    _ => false,
                 };
                 RetrainError::Invoke {
                     function: self.function.clone(),
-                    message: crate::aws_error::summary(&err),
-                    retryable,
+                    message: failure.summary,
+                    retryable: failure.retryable || transient_invoke_error,
                 }
             })?;
         // An asynchronous invocation is accepted with 202 and runs later.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::stream::{self, BoxStream, StreamExt};
 use schemas::{EventId, EventType, Interaction, ItemId, Timestamp, UserId};
@@ -28,31 +28,16 @@ pub struct DynamoInteractionStore {
     table: String,
 }
 
-/// Error codes that mean "try again later" rather than "this request is wrong".
-const RETRYABLE_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "TransactionConflictException",
-];
-
-fn dynamo_error<E, R>(operation: &'static str, table: &str, err: SdkError<E, R>) -> StoreError
+fn dynamo_error<E>(operation: &'static str, table: &str, err: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
-    let retryable = match &err {
-        SdkError::ServiceError(e) => e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c)),
-        // Timeouts, connection failures and unparseable responses are transient.
-        _ => true,
-    };
+    let failure = aws_failure::classify(&err, &[]);
     StoreError::Dynamo {
         operation,
         table: table.to_owned(),
-        message: DisplayErrorContext(&err).to_string(),
-        retryable,
+        message: failure.summary,
+        retryable: failure.retryable,
     }
 }
 

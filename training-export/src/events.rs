@@ -10,7 +10,6 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
-use aws_sdk_eventbridge::error::DisplayErrorContext;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use schemas::DetailType;
 use serde::Serialize;
@@ -97,11 +96,10 @@ impl PipelineEvents for EventBridgeEvents {
             .detail_type(detail_type.as_str())
             .detail(serde_json::to_string(event).expect("events serialize"))
             .build();
-        let out =
-            self.client.put_events().entries(entry).send().await.map_err(|e| PublishError {
-                message: DisplayErrorContext(&e).to_string(),
-                retryable: true,
-            })?;
+        let out = self.client.put_events().entries(entry).send().await.map_err(|e| {
+            let failure = aws_failure::classify(&e, &[]);
+            PublishError { message: failure.summary, retryable: failure.retryable }
+        })?;
         // PutEvents succeeds as a call even when an entry is refused: check the count.
         if out.failed_entry_count() > 0 {
             let why = out

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_personalize::Client;
-use aws_sdk_personalize::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_personalize::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_personalize::types::{self as pt, DataSource};
 
 use crate::run::{ImportMode, TrainingMode};
@@ -95,27 +95,13 @@ pub struct AwsPersonalize {
     resources: PersonalizeResources,
 }
 
-const RETRYABLE_CODES: &[&str] = &[
-    "ThrottlingException",
-    "TooManyRequestsException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "InternalFailure",
-    "InternalServerError",
-    // UpdateCampaign while another update is in progress: wait for it.
-    "ResourceInUseException",
-];
-
-fn error<E, R>(operation: &'static str, err: SdkError<E, R>) -> PersonalizeError
+fn error<E>(operation: &'static str, err: SdkError<E>) -> PersonalizeError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
-    let retryable = match &err {
-        SdkError::ServiceError(e) => e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c)),
-        _ => true,
-    };
-    PersonalizeError { operation, message: DisplayErrorContext(&err).to_string(), retryable }
+    // UpdateCampaign while another update is in progress: wait for it.
+    let failure = aws_failure::classify(&err, &["ResourceInUseException"]);
+    PersonalizeError { operation, message: failure.summary, retryable: failure.retryable }
 }
 
 impl AwsPersonalize {

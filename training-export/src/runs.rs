@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -231,27 +231,14 @@ const RUN_PK: &str = "run";
 const GUARD_PK: &str = "guard";
 const GUARD_SK: &str = "active";
 
-const RETRYABLE_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "TransactionConflictException",
-];
-
-fn dynamo_error<E, R>(operation: &str, table: &str, err: SdkError<E, R>) -> RunStoreError
+fn dynamo_error<E>(operation: &str, table: &str, err: SdkError<E>) -> RunStoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
-    let retryable = match &err {
-        SdkError::ServiceError(e) => e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c)),
-        _ => true,
-    };
+    let failure = aws_failure::classify(&err, &[]);
     RunStoreError::Backend {
-        message: format!("DynamoDB {operation} on {table}: {}", DisplayErrorContext(&err)),
-        retryable,
+        message: format!("DynamoDB {operation} on {table}: {}", failure.summary),
+        retryable: failure.retryable,
     }
 }
 

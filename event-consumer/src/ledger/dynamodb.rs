@@ -33,15 +33,6 @@ pub const EXPIRES_AT: &str = "expiresAt";
 const CLAIMED: &str = "claimed";
 const DONE: &str = "done";
 
-const RETRYABLE_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "TransactionConflictException",
-];
-
 #[derive(Debug, Clone)]
 pub struct DynamoLedger {
     client: Client,
@@ -52,18 +43,12 @@ fn dynamo_error<E>(operation: &'static str, table: &str, err: SdkError<E>) -> Le
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let retryable = match &err {
-        SdkError::ServiceError(e) => {
-            e.raw().status().as_u16() >= 500 || e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c))
-        }
-        SdkError::ConstructionFailure(_) => false,
-        _ => true,
-    };
+    let failure = aws_failure::classify(&err, &[]);
     LedgerError::Dynamo {
         operation,
         table: table.to_owned(),
-        message: crate::aws_error::summary(&err),
-        retryable,
+        message: failure.summary,
+        retryable: failure.retryable,
     }
 }
 

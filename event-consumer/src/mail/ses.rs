@@ -88,13 +88,13 @@ pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
         // Our request could not be built: a bug, and the same bug next time.
         SdkError::ConstructionFailure(_) => MailError::Ses {
             code: "ConstructionFailure".into(),
-            message: scrub_addresses(&crate::aws_error::summary(&err)),
+            message: scrub_addresses(&aws_failure::summary(&err)),
             retryable: false,
         },
         // Timeouts, connection failures, unreadable responses: transient.
         _ => MailError::Ses {
             code: "Transport".into(),
-            message: scrub_addresses(&crate::aws_error::summary(&err)),
+            message: scrub_addresses(&aws_failure::summary(&err)),
             retryable: true,
         },
     }
