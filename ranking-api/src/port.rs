@@ -135,3 +135,28 @@ pub trait Fallback: Send + Sync {
     /// `items` ordered by popularity; items without data keep their order at the end.
     fn rerank(&self, items: &[ItemId]) -> Option<Vec<ScoredItem>>;
 }
+
+/// Students the API has data for: what the demo page offers to pick from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StudentList {
+    /// How many students the data has (the list may be shorter).
+    pub total: usize,
+    /// The first students by id, each with how many classes they interacted with.
+    pub students: Vec<StudentSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StudentSummary {
+    #[schema(value_type = String, example = "s-0001")]
+    pub user_id: UserId,
+    /// Distinct classes in the student's history.
+    #[schema(example = 12)]
+    pub classes: usize,
+}
+
+/// Where the list of students comes from: the embedded store locally; nothing inside Lambda.
+pub trait StudentDirectory: Send + Sync {
+    fn students(&self, limit: usize) -> StudentList;
+}

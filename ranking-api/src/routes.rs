@@ -20,7 +20,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::port::Source;
+use crate::port::{Source, StudentDirectory, StudentList};
 use crate::query;
 use crate::service::{RankingResponse, RankingService};
 
@@ -35,11 +35,19 @@ struct Shared {
     /// SHA-256 of the API key, when the local server must check one.
     api_key_digest: Option<[u8; 32]>,
     cors_origins: Vec<String>,
+    /// Who `/students` lists; `None` inside Lambda, where the API has no store.
+    students: Option<Arc<dyn StudentDirectory>>,
 }
 
 impl AppState {
     pub fn new(service: RankingService, filters: HashMap<String, String>) -> Self {
-        Self(Arc::new(Shared { service, filters, api_key_digest: None, cors_origins: Vec::new() }))
+        Self(Arc::new(Shared {
+            service,
+            filters,
+            api_key_digest: None,
+            cors_origins: Vec::new(),
+            students: None,
+        }))
     }
 
     fn shared_mut(&mut self) -> &mut Shared {
@@ -49,6 +57,12 @@ impl AppState {
     /// Require `x-api-key: <key>` on `/ranking` requests.
     pub fn with_api_key(mut self, key: &str) -> Self {
         self.shared_mut().api_key_digest = Some(Sha256::digest(key.as_bytes()).into());
+        self
+    }
+
+    /// List these students at `/students` (the demo page's picker).
+    pub fn with_students(mut self, students: Arc<dyn StudentDirectory>) -> Self {
+        self.shared_mut().students = Some(students);
         self
     }
 
@@ -64,8 +78,8 @@ impl AppState {
         title = "Ranking API",
         description = "Course recommendations and rankings for students, from Amazon Personalize or the embedded recommender, degrading to popular items.",
     ),
-    paths(ranking, health, openapi_json),
-    components(schemas(RankingResponse, ErrorBody, Health)),
+    paths(ranking, students, health, openapi_json),
+    components(schemas(RankingResponse, StudentList, ErrorBody, Health)),
     modifiers(&ApiKeyScheme),
     tags((name = "ranking", description = "Recommendations and rankings"), (name = "operations", description = "Health and discovery"))
 )]
@@ -137,6 +151,44 @@ fn json_response(response: &RankingResponse) -> Response {
         }
         .into_response(),
     }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StudentsQuery {
+    limit: Option<String>,
+}
+
+/// Students the API has data for, first by id: what the demo page offers to pick.
+///
+/// Locally these are the students in the embedded store; inside Lambda the API has no
+/// store and the list is empty.
+#[utoipa::path(
+    get,
+    path = "/students",
+    tag = "operations",
+    params(("limit" = Option<u32>, Query, description = "How many students to list (default 100)", minimum = 1, maximum = 1000)),
+    responses(
+        (status = 200, description = "Students and how many classes each has", body = StudentList),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+async fn students(
+    State(state): State<AppState>,
+    RawQuery(raw_query): RawQuery,
+) -> Result<Response, ApiError> {
+    let query: StudentsQuery = serde_urlencoded::from_str(raw_query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::InvalidParameter(format!("bad query: {e} (the only parameter is limit)")))?;
+    let limit = match query.limit.as_deref() {
+        None => 100,
+        Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+            ApiError::InvalidParameter("limit must be a whole number from 1 to 1000".to_owned())
+        })?,
+    };
+    let list = state.0.students.as_ref().map_or_else(StudentList::default, |d| d.students(limit));
+    Ok(Json(list).into_response())
 }
 
 /// Whether the API is up, and where its answers come from.
@@ -258,6 +310,7 @@ pub fn strip_stage(mut request: lambda_http::Request) -> lambda_http::Request {
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/ranking/{userId}", get(ranking))
+        .route("/students", get(students))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let mut app = Router::new()
         .merge(protected)

@@ -137,6 +137,9 @@ pub async fn build_state(
     let service = RankingService::new(backend, fallback);
     let mut state =
         AppState::new(service, config.filters.0.clone()).with_cors_origins(config.cors_origins.clone());
+    if store.is_some() {
+        state = state.with_students(Arc::new(popularity.clone()));
+    }
     match (&config.api_key, lambda) {
         (Some(key), false) => state = state.with_api_key(key),
         (Some(_), true) => tracing::info!("API_KEY is ignored inside Lambda: API Gateway checks keys there"),

@@ -273,3 +273,35 @@ async fn the_demo_page_is_served_at_the_root() {
     let page = String::from_utf8(bytes.to_vec()).unwrap();
     assert!(page.contains("/ranking/${encodeURIComponent(user)}"), "the page calls the API it documents");
 }
+
+#[tokio::test]
+async fn students_lists_who_the_data_knows_for_the_demo_picker() {
+    let (data, state) = embedded_state();
+    let state = state.with_students(Arc::new(data.popularity.clone()));
+    let (status, body) = get(router(state.clone()), "/students").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"total": 4, "students": [
+            {"userId": "u1", "classes": 2}, {"userId": "u2", "classes": 2},
+            {"userId": "u3", "classes": 1}, {"userId": "u4", "classes": 1}]})
+    );
+    let (_, body) = get(router(state.clone()), "/students?limit=2").await;
+    assert_eq!(body["total"], 4);
+    assert_eq!(body["students"].as_array().unwrap().len(), 2);
+    for uri in ["/students?limit=0", "/students?limit=1001", "/students?limit=x", "/students?limits=2"] {
+        let (status, body) = get(router(state.clone()), uri).await;
+        assert_eq!(status, 400, "{uri}");
+        assert_eq!(body["error"]["code"], "invalid_parameter", "{uri}");
+    }
+    let (status, _) = get(router(state.with_api_key("k")), "/students").await;
+    assert_eq!(status, 401, "the list of students needs the key like the rankings do");
+}
+
+#[tokio::test]
+async fn students_is_empty_where_the_api_has_no_store() {
+    let (_data, state) = embedded_state();
+    let (status, body) = get(router(state), "/students").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"total": 0, "students": []}));
+}

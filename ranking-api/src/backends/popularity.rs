@@ -14,7 +14,7 @@ use store::StoreError;
 use store::embedded::EmbeddedStore;
 
 use crate::backends::embedded::round_score;
-use crate::port::{Fallback, ScoredItem};
+use crate::port::{Fallback, ScoredItem, StudentDirectory, StudentList, StudentSummary};
 
 /// Items by popularity with what each user already has. The default is empty, with a
 /// marker no store has, so the first refresh always loads.
@@ -61,6 +61,18 @@ impl PopularitySnapshot {
 
     pub fn user_count(&self) -> usize {
         self.seen.len()
+    }
+
+    /// The first `limit` students by id with the number of classes each has.
+    pub fn students(&self, limit: usize) -> StudentList {
+        let mut users: Vec<(&UserId, usize)> = self.seen.iter().map(|(u, s)| (u, s.len())).collect();
+        users.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let students = users
+            .into_iter()
+            .take(limit)
+            .map(|(user_id, classes)| StudentSummary { user_id: user_id.clone(), classes })
+            .collect();
+        StudentList { total: self.seen.len(), students }
     }
 
     fn top_unseen(&self, seen: Option<&HashSet<usize>>, n: usize) -> Vec<ScoredItem> {
@@ -145,6 +157,12 @@ impl SharedPopularity {
                 }
             }
         })
+    }
+}
+
+impl StudentDirectory for SharedPopularity {
+    fn students(&self, limit: usize) -> StudentList {
+        self.get().students(limit)
     }
 }
 
