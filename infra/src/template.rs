@@ -71,11 +71,23 @@ fn resource_items(v: &Value, out: &mut Vec<Value>) {
 
 fn statements_of(document: &Value, out: &mut Vec<Statement>) {
     let Some(list) = document.get("Statement") else { return };
-    let list = match list {
+    let mut list = match list {
         Value::Sequence(s) => s.clone(),
         other => vec![other.clone()],
     };
-    for s in list {
+    // A conditional statement (`!If [Cond, {...}, !Ref AWS::NoValue]`) counts with both branches.
+    let mut flat = Vec::new();
+    while let Some(s) = list.pop() {
+        match intrinsic(&s) {
+            Some((name, args)) if name == "If" => {
+                list.extend(args.as_sequence().into_iter().flatten().skip(1).cloned());
+            }
+            Some((name, args)) if name == "Ref" && args.as_str() == Some("AWS::NoValue") => {}
+            _ => flat.push(s),
+        }
+    }
+    flat.reverse();
+    for s in flat {
         let mut resources = Vec::new();
         if let Some(r) = s.get("Resource") {
             resource_items(r, &mut resources);
@@ -236,7 +248,7 @@ pub fn check_function(template: &Value, f: &Function, code_actions: &[&str]) -> 
             problems.push(format!("{}: {:?} has no Resource", f.role_id, s.actions));
         }
         for r in &s.resources {
-            if r.as_str().is_some() {
+            if matches!(r, Value::String(_)) {
                 problems.push(format!("{}: {:?} on the literal resource {r:?}, not one of its own", f.role_id, s.actions));
                 continue;
             }
