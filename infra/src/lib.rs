@@ -200,10 +200,15 @@ pub fn action_drift(f: &Function, listed: &[&str]) -> Result<Vec<String>, String
             .filter(|(_, c)| c.actions.iter().any(|x| x == a))
             .map(|(p, c)| format!("{} {c}", p.strip_prefix(&root).unwrap_or(p).display()))
             .collect();
-        problems.push(format!("{}: the code calls {a} ({}) but AWS_ACTIONS lacks it", f.crate_name, at.join("; ")));
+        problems.push(format!(
+            "{}: the code calls {a} ({}) but AWS_ACTIONS lacks it",
+            f.crate_name,
+            at.join("; ")
+        ));
     }
     for a in listed_set.difference(&found) {
-        problems.push(format!("{}: AWS_ACTIONS lists {a} but no SDK call in its sources needs it", f.crate_name));
+        problems
+            .push(format!("{}: AWS_ACTIONS lists {a} but no SDK call in its sources needs it", f.crate_name));
     }
     Ok(problems)
 }

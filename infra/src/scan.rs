@@ -248,7 +248,13 @@ pub fn sdk_calls_in(source: &str) -> Result<Vec<SdkCall>, String> {
         };
         let actions = iam_actions(&service, &op, function.1)
             .map_err(|e| format!("`client.{op}()` at line {}: {e}", line_of(&code, name_at)))?;
-        calls.push(SdkCall { service, operation: op, function: function.0, line: line_of(&code, name_at), actions });
+        calls.push(SdkCall {
+            service,
+            operation: op,
+            function: function.0,
+            line: line_of(&code, name_at),
+            actions,
+        });
     }
     Ok(calls)
 }
@@ -309,12 +315,17 @@ pub fn iam_actions(service: &str, operation: &str, function_body: &str) -> Resul
             let found: Vec<String> = kinds
                 .iter()
                 .filter(|(builder, _)| {
-                    compact.match_indices(builder).any(|(i, _)| i == 0 || !is_ident(compact.as_bytes()[i - 1]))
+                    compact
+                        .match_indices(builder)
+                        .any(|(i, _)| i == 0 || !is_ident(compact.as_bytes()[i - 1]))
                 })
                 .map(|(_, a)| (*a).to_owned())
                 .collect();
             if found.is_empty() {
-                return Err("transact_write_items without Put/Update/Delete/ConditionCheck builders in the same fn".into());
+                return Err(
+                    "transact_write_items without Put/Update/Delete/ConditionCheck builders in the same fn"
+                        .into(),
+                );
             }
             found
         }
@@ -387,7 +398,8 @@ mod tests {
                    let d = Delete::builder().build(); self.client.transact_write_items().send(); }";
         let calls = sdk_calls_in(src).unwrap();
         assert_eq!(calls[0].actions, ["dynamodb:PutItem", "dynamodb:DeleteItem"]);
-        let bare = "use aws_sdk_dynamodb::Client;\nfn save(&self) { self.client.transact_write_items().send(); }";
+        let bare =
+            "use aws_sdk_dynamodb::Client;\nfn save(&self) { self.client.transact_write_items().send(); }";
         assert!(sdk_calls_in(bare).unwrap_err().contains("without Put/Update"));
     }
 

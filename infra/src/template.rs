@@ -104,7 +104,9 @@ fn statements_of(document: &Value, out: &mut Vec<Statement>) {
 pub fn role_statements(template: &Value, role_id: &str) -> Vec<Statement> {
     let mut out = Vec::new();
     let Some(role) = resource(template, role_id) else { return out };
-    if let Some(policies) = role.get("Properties").and_then(|p| p.get("Policies")).and_then(Value::as_sequence) {
+    if let Some(policies) =
+        role.get("Properties").and_then(|p| p.get("Policies")).and_then(Value::as_sequence)
+    {
         for p in policies {
             if let Some(doc) = p.get("PolicyDocument") {
                 statements_of(doc, &mut out);
@@ -227,9 +229,15 @@ pub fn check_function(template: &Value, f: &Function, code_actions: &[&str]) -> 
     if role_ref != Some(BTreeSet::from([f.role_id.to_owned()])) {
         problems.push(format!("{} does not use the role {} (Role: {role_ref:?})", f.function_id, f.role_id));
     }
-    if resource(template, f.role_id).and_then(|r| r.get("Properties")).and_then(|p| p.get("ManagedPolicyArns")).is_some()
+    if resource(template, f.role_id)
+        .and_then(|r| r.get("Properties"))
+        .and_then(|p| p.get("ManagedPolicyArns"))
+        .is_some()
     {
-        problems.push(format!("{}: managed policies grant more than the code calls; use inline statements", f.role_id));
+        problems.push(format!(
+            "{}: managed policies grant more than the code calls; use inline statements",
+            f.role_id
+        ));
     }
     let granted = granted_actions(template, f);
     let wanted: BTreeSet<String> =
@@ -249,7 +257,10 @@ pub fn check_function(template: &Value, f: &Function, code_actions: &[&str]) -> 
         }
         for r in &s.resources {
             if matches!(r, Value::String(_)) {
-                problems.push(format!("{}: {:?} on the literal resource {r:?}, not one of its own", f.role_id, s.actions));
+                problems.push(format!(
+                    "{}: {:?} on the literal resource {r:?}, not one of its own",
+                    f.role_id, s.actions
+                ));
                 continue;
             }
             let names = referenced_names(r);

@@ -21,8 +21,10 @@ fn code_actions(f: &Function) -> &'static [&'static str] {
 
 #[test]
 fn aws_actions_lists_are_exactly_what_the_code_calls() {
-    let problems: Vec<String> =
-        FUNCTIONS.iter().flat_map(|f| action_drift(f, code_actions(f)).unwrap_or_else(|e| panic!("{e}"))).collect();
+    let problems: Vec<String> = FUNCTIONS
+        .iter()
+        .flat_map(|f| action_drift(f, code_actions(f)).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
@@ -41,7 +43,8 @@ fn every_file_with_sdk_calls_is_accounted_for() {
                 if calls.is_empty() {
                     continue;
                 }
-                let scanned = f.sources.iter().any(|s| rel == s.path || rel.starts_with(&format!("{}/", s.path)));
+                let scanned =
+                    f.sources.iter().any(|s| rel == s.path || rel.starts_with(&format!("{}/", s.path)));
                 let excluded = f.not_in_lambda.iter().any(|(p, _)| *p == rel);
                 if !(scanned || excluded) {
                     problems.push(format!(
@@ -82,7 +85,8 @@ fn the_scan_finds_the_calls_we_know_of() {
 #[test]
 fn each_role_grants_exactly_the_code_actions_on_its_own_resources() {
     let t = template::load();
-    let problems: Vec<String> = FUNCTIONS.iter().flat_map(|f| check_function(&t, f, code_actions(f))).collect();
+    let problems: Vec<String> =
+        FUNCTIONS.iter().flat_map(|f| check_function(&t, f, code_actions(f))).collect();
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
@@ -101,10 +105,10 @@ fn no_allow_anywhere_has_a_wildcard_action() {
 }
 
 fn add_action(t: &mut Value, role: &str, action: &str) {
-    let stmt = template::resource_mut(t, role).unwrap()["Properties"]["Policies"][0]["PolicyDocument"]
-        ["Statement"]
-        .as_sequence_mut()
-        .unwrap();
+    let stmt =
+        template::resource_mut(t, role).unwrap()["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_sequence_mut()
+            .unwrap();
     let mut extra = stmt[0].clone();
     extra["Action"] = Value::Sequence(vec![Value::String(action.into())]);
     stmt.push(extra);
@@ -120,13 +124,19 @@ fn a_wrong_grant_is_caught() {
     let mut t = clean.clone();
     add_action(&mut t, f.role_id, "s3:PutObject");
     let problems = check_function(&t, f, code_actions(f));
-    assert!(problems.iter().any(|p| p.contains("s3:PutObject is granted but ranking-api never calls it")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("s3:PutObject is granted but ranking-api never calls it")),
+        "{problems:?}"
+    );
 
     // Used but not granted: the code's list grows (a new call) without the template following.
     let mut more = code_actions(f).to_vec();
     more.push("personalize:DescribeCampaign");
     let problems = check_function(&clean, f, &more);
-    assert!(problems.iter().any(|p| p.contains("calls personalize:DescribeCampaign but it is not granted")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("calls personalize:DescribeCampaign but it is not granted")),
+        "{problems:?}"
+    );
 
     // A wildcard action.
     let mut t = clean.clone();
@@ -135,10 +145,12 @@ fn a_wrong_grant_is_caught() {
     assert!(problems.iter().any(|p| p.contains("wildcard action \"s3:*\"")), "{problems:?}");
 
     // A resource that is not the function's own: "*" and another function's table.
-    for foreign in [Value::String("*".into()), serde_yaml_ng::from_str("!GetAtt PipelineRunsTable.Arn").unwrap()] {
+    for foreign in
+        [Value::String("*".into()), serde_yaml_ng::from_str("!GetAtt PipelineRunsTable.Arn").unwrap()]
+    {
         let mut t = clean.clone();
-        let stmt = &mut template::resource_mut(&mut t, f.role_id).unwrap()["Properties"]["Policies"][0]
-            ["PolicyDocument"]["Statement"][0];
+        let stmt = &mut template::resource_mut(&mut t, f.role_id).unwrap()["Properties"]["Policies"][0]["PolicyDocument"]
+            ["Statement"][0];
         stmt["Resource"] = foreign.clone();
         let problems = check_function(&t, f, code_actions(f));
         assert!(problems.iter().any(|p| p.contains("resource")), "{foreign:?} not caught: {problems:?}");
@@ -159,12 +171,17 @@ fn a_drifted_aws_actions_list_is_caught() {
         code_actions(f).iter().copied().filter(|a| *a != "personalize:GetPersonalizedRanking").collect();
     let problems = action_drift(f, &missing).unwrap();
     assert!(
-        problems.iter().any(|p| p.contains("calls personalize:GetPersonalizedRanking") && p.contains("personalize.rs")),
+        problems
+            .iter()
+            .any(|p| p.contains("calls personalize:GetPersonalizedRanking") && p.contains("personalize.rs")),
         "{problems:?}"
     );
     // An action listed that no call needs (ranking-api never writes objects).
     let mut extra = code_actions(f).to_vec();
     extra.push("s3:PutObject");
     let problems = action_drift(f, &extra).unwrap();
-    assert_eq!(problems, ["ranking-api: AWS_ACTIONS lists s3:PutObject but no SDK call in its sources needs it"]);
+    assert_eq!(
+        problems,
+        ["ranking-api: AWS_ACTIONS lists s3:PutObject but no SDK call in its sources needs it"]
+    );
 }

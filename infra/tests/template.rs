@@ -19,12 +19,19 @@ fn personalize_schemas_in_the_template_equal_the_files() {
         ("UsersSchema", "users.json"),
         ("ItemsSchema", "items.json"),
     ] {
-        let inline = props(&t, id)["Schema"].as_str().unwrap_or_else(|| panic!("{id}: Schema is not a string"));
-        let inline: serde_json::Value =
-            serde_json::from_str(inline).unwrap_or_else(|e| panic!("{id}: the inline schema is not JSON: {e}"));
+        let inline =
+            props(&t, id)["Schema"].as_str().unwrap_or_else(|| panic!("{id}: Schema is not a string"));
+        let inline: serde_json::Value = serde_json::from_str(inline)
+            .unwrap_or_else(|e| panic!("{id}: the inline schema is not JSON: {e}"));
         let path = workspace_root().join("schemas/personalize").join(file);
-        let on_disk: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(inline, on_disk, "{id} differs from {}: copy the file's JSON into the template", path.display());
+        let on_disk: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(
+            inline,
+            on_disk,
+            "{id} differs from {}: copy the file's JSON into the template",
+            path.display()
+        );
     }
 }
 
@@ -33,7 +40,8 @@ fn a_drifted_schema_would_not_be_equal() {
     // The comparison above is on parsed JSON: formatting differences pass, a changed field does not.
     let file: serde_json::Value = serde_json::from_str(schemas::personalize::INTERACTIONS_SCHEMA).unwrap();
     let t = template::load();
-    let inline = props(&t, "InteractionsSchema")["Schema"].as_str().unwrap().replace("\"float\"", "\"double\"");
+    let inline =
+        props(&t, "InteractionsSchema")["Schema"].as_str().unwrap().replace("\"float\"", "\"double\"");
     assert_ne!(serde_json::from_str::<serde_json::Value>(&inline).unwrap(), file);
 }
 
@@ -59,7 +67,11 @@ fn every_environment_variable_in_the_template_is_one_the_code_reads() {
         assert!(read.len() >= 5, "{}: found only {read:?}", f.crate_name);
         let set = template::environment(&t, f.function_id);
         let unknown: Vec<&String> = set.difference(&read).collect();
-        assert!(unknown.is_empty(), "{}: the template sets {unknown:?}, which the code never reads", f.function_id);
+        assert!(
+            unknown.is_empty(),
+            "{}: the template sets {unknown:?}, which the code never reads",
+            f.function_id
+        );
     }
 }
 
@@ -67,10 +79,19 @@ fn every_environment_variable_in_the_template_is_one_the_code_reads() {
 fn lambda_gets_what_each_function_requires_there() {
     let t = template::load();
     let required: [(&str, &[&str]); 3] = [
-        ("RankingApiFunction", &["DATA_BUCKET", "PERSONALIZE_CAMPAIGN_ARN", "PERSONALIZE_RANKING_CAMPAIGN_ARN"]),
+        (
+            "RankingApiFunction",
+            &["DATA_BUCKET", "PERSONALIZE_CAMPAIGN_ARN", "PERSONALIZE_RANKING_CAMPAIGN_ARN"],
+        ),
         (
             "EventConsumerFunction",
-            &["INTERACTIONS_TABLE", "IDEMPOTENCY_TABLE", "MAIL_TRANSPORT", "EMAIL_SENDER", "TRAINING_EXPORT_FUNCTION"],
+            &[
+                "INTERACTIONS_TABLE",
+                "IDEMPOTENCY_TABLE",
+                "MAIL_TRANSPORT",
+                "EMAIL_SENDER",
+                "TRAINING_EXPORT_FUNCTION",
+            ],
         ),
         (
             "TrainingExportFunction",
@@ -127,8 +148,8 @@ fn the_schedules_send_payloads_the_pipeline_accepts() {
         assert_eq!(p["ScheduleExpression"].as_str(), Some(expression), "{id}");
         let sent = p["Target"]["Input"].as_str().unwrap();
         assert_eq!(sent, input, "{id}");
-        let request: training_export::pipeline::Request =
-            serde_json::from_str(sent).unwrap_or_else(|e| panic!("{id}: training-export refuses {sent}: {e}"));
+        let request: training_export::pipeline::Request = serde_json::from_str(sent)
+            .unwrap_or_else(|e| panic!("{id}: training-export refuses {sent}: {e}"));
         let expected_kind = if id == "AdvanceSchedule" { "Advance" } else { "Run" };
         assert!(format!("{request:?}").starts_with(expected_kind), "{id}: {request:?}");
         assert_eq!(
@@ -137,7 +158,10 @@ fn the_schedules_send_payloads_the_pipeline_accepts() {
         );
     }
     let night = props(&t, "NightlyRunSchedule");
-    assert_eq!(template::referenced_names(&night["ScheduleExpressionTimezone"]), BTreeSet::from(["ScheduleTimezone".into()]));
+    assert_eq!(
+        template::referenced_names(&night["ScheduleExpressionTimezone"]),
+        BTreeSet::from(["ScheduleTimezone".into()])
+    );
     let tz = &t["Parameters"]["ScheduleTimezone"]["Default"];
     assert_eq!(tz.as_str(), Some("Asia/Ho_Chi_Minh"));
 }
@@ -154,16 +178,19 @@ fn each_detail_type_the_consumer_handles_has_a_rule_with_retries_and_a_dead_lett
             .iter()
             .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Events::Rule"))
             .find(|(_, r)| {
-                r["Properties"]["EventPattern"]["detail-type"].as_sequence().is_some_and(|s| {
-                    s.len() == 1 && s[0].as_str() == Some(d.as_str())
-                })
+                r["Properties"]["EventPattern"]["detail-type"]
+                    .as_sequence()
+                    .is_some_and(|s| s.len() == 1 && s[0].as_str() == Some(d.as_str()))
             })
             .map(|(_, r)| &r["Properties"])
             .unwrap_or_else(|| panic!("no rule for {}", d.as_str()));
         assert_eq!(rule["EventPattern"]["source"][0].as_str(), Some(d.source()), "{}", d.as_str());
         assert_eq!(template::referenced_names(&rule["EventBusName"]), BTreeSet::from(["EventBus".into()]));
         let target = &rule["Targets"][0];
-        assert_eq!(template::referenced_names(&target["Arn"]), BTreeSet::from(["EventConsumerFunction".into()]));
+        assert_eq!(
+            template::referenced_names(&target["Arn"]),
+            BTreeSet::from(["EventConsumerFunction".into()])
+        );
         assert!(target["RetryPolicy"]["MaximumRetryAttempts"].as_u64().unwrap() > 0);
         assert_eq!(
             template::referenced_names(&target["DeadLetterConfig"]["Arn"]),
@@ -178,7 +205,10 @@ fn functions_are_rust_on_al2023_with_json_logs_and_enough_memory() {
     let t = template::load();
     let globals = &t["Globals"]["Function"];
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
-    assert_eq!(template::referenced_names(&globals["Architectures"]), BTreeSet::from(["Architecture".into()]));
+    assert_eq!(
+        template::referenced_names(&globals["Architectures"]),
+        BTreeSet::from(["Architecture".into()])
+    );
     for f in &FUNCTIONS {
         let r = resource(&t, f.function_id).unwrap();
         assert_eq!(r["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"), "{}", f.function_id);

@@ -23,5 +23,9 @@ pub use routes::{ApiDoc, AppState, router};
 /// * `GetRecommendations`, `GetPersonalizedRanking`: the Personalize backend.
 /// * `s3:GetObject` on `models/*`: the model versions the fallback serves (`BucketModels`);
 ///   `s3:ListBucket` so that a model not yet published reads as missing (404), not as a 403.
-pub const AWS_ACTIONS: &[&str] =
-    &["personalize:GetRecommendations", "personalize:GetPersonalizedRanking", "s3:GetObject", "s3:ListBucket"];
+pub const AWS_ACTIONS: &[&str] = &[
+    "personalize:GetRecommendations",
+    "personalize:GetPersonalizedRanking",
+    "s3:GetObject",
+    "s3:ListBucket",
+];
