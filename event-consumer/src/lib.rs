@@ -24,3 +24,22 @@ pub use consumer::{Consumer, EffectOutcome, EmailSettings, InteractionOutcome, O
 pub use error::ConsumerError;
 pub use mail::Language;
 pub use publisher::{EventPublisher, PublishError};
+
+/// The IAM actions the Lambda's code needs, nothing more: the infra template grants
+/// exactly these (`infra/tests`), and a test there scans the sources for the AWS SDK calls
+/// behind them, so the list cannot drift from the code.
+///
+/// * `dynamodb:PutItem`: interaction records (`store::dynamodb`) and ledger claims;
+///   `GetItem`, `UpdateItem`, `DeleteItem`: the idempotency ledger (`ledger::dynamodb`).
+/// * `ses:SendEmail`: confirmation emails (`mail::ses`).
+/// * `lambda:InvokeFunction`: `ranking.requestUpdate` starts training-export (`retrain`).
+///
+/// [`publisher::EventPublisher`] (`events:PutEvents`) is the CLI's `publish` command only.
+pub const AWS_ACTIONS: &[&str] = &[
+    "dynamodb:PutItem",
+    "dynamodb:GetItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "ses:SendEmail",
+    "lambda:InvokeFunction",
+];

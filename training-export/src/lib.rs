@@ -15,3 +15,38 @@ pub mod pipeline;
 pub mod run;
 pub mod runs;
 pub mod trainer;
+
+/// The IAM actions the Lambda's code needs, nothing more: the infra template grants
+/// exactly these (`infra/tests`), and a test there scans the sources for the AWS SDK calls
+/// behind them, so the list cannot drift from the code.
+///
+/// * interactions table: `dynamodb:Scan` (the export).
+/// * runs table: `GetItem`, `PutItem`, `Query`, and `TransactWriteItems`, which IAM checks
+///   as the `PutItem` and `DeleteItem` inside it.
+/// * bucket: `s3:PutObject` (also multipart create, part and complete), `s3:AbortMultipartUpload`,
+///   `s3:GetObject`; `s3:ListBucket` so that a missing manifest or `models/LATEST` reads as a
+///   404, not a 403.
+/// * bus: `events:PutEvents` (`ranking.pipeline` announcements).
+/// * Personalize: the eight operations of [`personalize::AwsPersonalize`], and `iam:PassRole` on
+///   the import role that `CreateDatasetImportJob` hands to Personalize.
+pub const AWS_ACTIONS: &[&str] = &[
+    "dynamodb:Scan",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+    "s3:GetObject",
+    "s3:ListBucket",
+    "s3:PutObject",
+    "s3:AbortMultipartUpload",
+    "events:PutEvents",
+    "personalize:CreateDatasetImportJob",
+    "personalize:DescribeDatasetImportJob",
+    "personalize:CreateSolutionVersion",
+    "personalize:ListSolutionVersions",
+    "personalize:DescribeSolutionVersion",
+    "personalize:GetSolutionMetrics",
+    "personalize:DescribeCampaign",
+    "personalize:UpdateCampaign",
+    "iam:PassRole",
+];
