@@ -1,5 +1,5 @@
-//! The EventBridge event parser on arbitrary bytes: `ParsedEvent::from_json` (the CLI's input) and
-//! the path the Lambda takes (`serde_json::Value` → `EventEnvelope` → `ParsedEvent::from_envelope`).
+//! The EventBridge event parser on arbitrary bytes: `ParsedEvent::from_json` (the library entry point) and
+//! the path the Lambda and the CLI take (`serde_json::Value` → `EventEnvelope` → `ParsedEvent::from_envelope`).
 //!
 //! Invariants, beyond "does not panic":
 //! - both paths agree whenever both parse (the Value path may accept duplicate keys the direct
