@@ -199,6 +199,7 @@ fn ranking_parameters(filters: &[&str]) -> Vec<utoipa::openapi::RefOr<utoipa::op
         (status = 400, description = "A bad user id or query parameter, or input Personalize refused", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "How to authenticate: `ApiKey header=\"x-api-key\"`"))),
+        (status = 414, description = "The URL is longer than the HTTP layer takes (64 KiB locally; API Gateway takes 10,240 characters); no body. A long `items` list is the usual cause"),
         (status = 503, description = "Neither the backend nor the fallback could answer", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_FILE = Path(__file__).resolve().parent / "schemathesis.toml"
 API_KEY = "contract-test-key"
 CORS_ORIGIN = "https://app.example.edu"
 START_TIMEOUT_S = 60
@@ -163,7 +164,7 @@ def run_schemathesis(
     """`st run` with every check and the API key; returns its exit code, output and JSON report."""
     report_path = workdir / "schemathesis.json"
     argv = [
-        st_binary(), "run", schema_url,
+        st_binary(), "--config-file", str(CONFIG_FILE), "run", schema_url,
         "--checks", "all",
         "--header", f"x-api-key: {API_KEY}",
         "--max-examples", str(max_examples),
