@@ -314,3 +314,28 @@ pub fn read_interactions(
         Ok(Box::new(read_csv(path)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_csv_from_memory_and_names_the_source_in_errors() {
+        let data = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\nu1,\"a, b\",1763632800,enrolled,1.5\nu2,,1,enrolled,\n";
+        let rows: Vec<_> = read_csv_from("upload.csv", data.as_bytes()).unwrap().collect();
+        assert_eq!(
+            rows[0].as_ref().unwrap(),
+            &InteractionRow {
+                user_id: "u1".into(),
+                item_id: "a, b".into(),
+                timestamp: 1_763_632_800,
+                event_type: "enrolled".into(),
+                event_value: Some(1.5),
+            }
+        );
+        let err = rows[1].as_ref().unwrap_err().to_string();
+        assert!(err.starts_with("upload.csv, line 3: ITEM_ID"), "{err}");
+        let err = read_csv_from("upload.csv", "user,item\n".as_bytes()).err().unwrap().to_string();
+        assert!(err.contains("the header is"), "{err}");
+    }
+}

@@ -90,6 +90,7 @@ class Server:
             API_KEY=API_KEY,
             CORS_ORIGINS=CORS_ORIGIN,
             RUST_LOG="warn",
+            NO_COLOR="1",
             # No AWS anywhere: the SDK must not look for credentials or a region.
             AWS_EC2_METADATA_DISABLED="true",
         )
