@@ -76,7 +76,7 @@ impl AppState {
     ),
     paths(ranking, health, openapi_json),
     components(schemas(RankingResponse, ErrorBody, Health)),
-    modifiers(&ApiKeyScheme),
+    modifiers(&ApiKeyScheme, &RankingParameters),
     tags((name = "ranking", description = "Recommendations and rankings"), (name = "operations", description = "Health and discovery"))
 )]
 pub struct ApiDoc;
@@ -99,15 +99,28 @@ pub const USER_ID_PATTERN: &str = r"^(?!\.\.?$)[^\u0000-\u001F\u007F-\u009F]+$";
 /// An ITEM_ID inside `items=`: no control characters, no comma (the separator).
 pub const ITEM_ID_PATTERN: &str = r"^[^,\u0000-\u001F\u007F-\u009F]+$";
 
+/// The ranking parameters of a deployment without filters; [`ApiDoc::for_filters`] names them.
+struct RankingParameters;
+
+impl Modify for RankingParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        set_ranking_parameters(openapi, &[]);
+    }
+}
+
+fn set_ranking_parameters(doc: &mut utoipa::openapi::OpenApi, filters: &[&str]) {
+    let operation = doc.paths.paths.get_mut("/ranking/{userId}").and_then(|item| item.get.as_mut());
+    let operation = operation.expect("the ranking operation is documented");
+    operation.parameters = Some(ranking_parameters(filters));
+}
+
 impl ApiDoc {
     /// The document a deployment serves: the generated one, with `filter` limited to the
     /// filters configured (and `filter`, `filterValues` left out when there are none), so the
     /// document says exactly what this API accepts.
     pub fn for_filters(filters: &[&str]) -> utoipa::openapi::OpenApi {
         let mut doc = ApiDoc::openapi();
-        let operation = doc.paths.paths.get_mut("/ranking/{userId}").and_then(|item| item.get.as_mut());
-        let operation = operation.expect("the ranking operation is documented");
-        operation.parameters = Some(ranking_parameters(filters));
+        set_ranking_parameters(&mut doc, filters);
         doc
     }
 }
