@@ -14,11 +14,11 @@ pub const DEFAULT_NUM_RESULTS: usize = 25;
 pub const MAX_NUM_RESULTS: usize = 500;
 pub const MAX_RERANK_ITEMS: usize = 500;
 /// Personalize's limits on `context` and `filterValues` (service model constraints).
-const MAX_CONTEXT_ENTRIES: usize = 150;
-const MAX_CONTEXT_KEY_CHARS: usize = 150;
-const MAX_FILTER_VALUES: usize = 25;
-const MAX_FILTER_KEY_CHARS: usize = 50;
-const MAX_VALUE_CHARS: usize = 1000;
+pub const MAX_CONTEXT_ENTRIES: usize = 150;
+pub const MAX_CONTEXT_KEY_CHARS: usize = 150;
+pub const MAX_FILTER_VALUES: usize = 25;
+pub const MAX_FILTER_KEY_CHARS: usize = 50;
+pub const MAX_VALUE_CHARS: usize = 1000;
 
 const ALLOWED: &str = "numResults, filter, filterValues.<NAME>, items, context.<NAME>";
 

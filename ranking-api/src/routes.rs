@@ -37,16 +37,27 @@ struct Shared {
     cors_origins: Vec<String>,
     /// Who `/students` lists; `None` inside Lambda, where the API has no store.
     students: Option<Arc<dyn StudentDirectory>>,
+    /// `/openapi.json`: the generated document, with this deployment's filter names.
+    document: String,
 }
 
 impl AppState {
     pub fn new(service: RankingService, filters: HashMap<String, String>) -> Self {
+        // Only Personalize evaluates filters (the embedded recommender refuses them with a 400),
+        // so only a Personalize deployment offers them in its document.
+        let mut names: Vec<&str> = match service.backend_source() {
+            Some(Source::Personalize) => filters.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        names.sort_unstable();
+        let document = ApiDoc::for_filters(&names).to_pretty_json().expect("the OpenAPI document serializes");
         Self(Arc::new(Shared {
             service,
             filters,
             api_key_digest: None,
             cors_origins: Vec::new(),
             students: None,
+            document,
         }))
     }
 
@@ -80,7 +91,7 @@ impl AppState {
     ),
     paths(ranking, students, health, openapi_json),
     components(schemas(RankingResponse, StudentList, ErrorBody, Health)),
-    modifiers(&ApiKeyScheme),
+    modifiers(&ApiKeyScheme, &RankingParameters),
     tags((name = "ranking", description = "Recommendations and rankings"), (name = "operations", description = "Health and discovery"))
 )]
 pub struct ApiDoc;
@@ -97,6 +108,105 @@ impl Modify for ApiKeyScheme {
     }
 }
 
+/// No control characters (Rust's `char::is_control`: U+0000–U+001F, U+007F–U+009F); not `.` or
+/// `..`, which HTTP clients and gateways resolve as path segments before the API sees them.
+pub const USER_ID_PATTERN: &str = r"^(?!\.\.?$)[^\u0000-\u001F\u007F-\u009F]+$";
+/// An ITEM_ID inside `items=`: no control characters, no comma (the separator).
+pub const ITEM_ID_PATTERN: &str = r"^[^,\u0000-\u001F\u007F-\u009F]+$";
+
+/// The ranking parameters of a deployment without filters; [`ApiDoc::for_filters`] names them.
+struct RankingParameters;
+
+impl Modify for RankingParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        set_ranking_parameters(openapi, &[]);
+    }
+}
+
+fn set_ranking_parameters(doc: &mut utoipa::openapi::OpenApi, filters: &[&str]) {
+    let operation = doc.paths.paths.get_mut("/ranking/{userId}").and_then(|item| item.get.as_mut());
+    let operation = operation.expect("the ranking operation is documented");
+    operation.parameters = Some(ranking_parameters(filters));
+}
+
+impl ApiDoc {
+    /// The document a deployment serves: the generated one, with `filter` limited to the
+    /// filters configured (and `filter`, `filterValues` left out when there are none), so the
+    /// document says exactly what this API accepts.
+    pub fn for_filters(filters: &[&str]) -> utoipa::openapi::OpenApi {
+        let mut doc = ApiDoc::openapi();
+        set_ranking_parameters(&mut doc, filters);
+        doc
+    }
+}
+
+/// The parameters of `GET /ranking/{userId}`, with the limits `query::parse` enforces.
+///
+/// `filterValues.<NAME>` and `context.<NAME>` have no OpenAPI form of their own: each is an object
+/// parameter in `form` style, exploded, whose property names carry the prefix, so
+/// `{"context.DEVICE": "mobile"}` goes on the wire as `context.DEVICE=mobile`.
+fn ranking_parameters(filters: &[&str]) -> Vec<utoipa::openapi::RefOr<utoipa::openapi::path::Parameter>> {
+    use crate::query::{
+        MAX_CONTEXT_ENTRIES, MAX_CONTEXT_KEY_CHARS, MAX_FILTER_KEY_CHARS, MAX_FILTER_VALUES, MAX_NUM_RESULTS,
+        MAX_RERANK_ITEMS, MAX_VALUE_CHARS,
+    };
+    use schemas::MAX_ID_CHARS;
+    let mut parameters = vec![
+        serde_json::json!({
+            "name": "userId", "in": "path", "required": true,
+            "description": format!("The student's USER_ID: 1 to {MAX_ID_CHARS} characters, no control characters"),
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": USER_ID_PATTERN},
+        }),
+        serde_json::json!({
+            "name": "numResults", "in": "query", "required": false,
+            "description": format!("How many items to return (default {})", crate::query::DEFAULT_NUM_RESULTS),
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_NUM_RESULTS},
+        }),
+        serde_json::json!({
+            "name": "items", "in": "query", "required": false,
+            "description": format!("ITEM_IDs to rerank instead of recommending, comma-separated (at most {MAX_RERANK_ITEMS}; repeats are dropped)"),
+            "style": "form", "explode": false,
+            "schema": {
+                "type": "array", "minItems": 1, "maxItems": MAX_RERANK_ITEMS,
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": ITEM_ID_PATTERN},
+            },
+        }),
+        serde_json::json!({
+            "name": "context", "in": "query", "required": false,
+            "description": format!("Personalize context, as `context.<NAME>=<value>` (at most {MAX_CONTEXT_ENTRIES} entries)"),
+            "style": "form", "explode": true,
+            "schema": {
+                "type": "object", "maxProperties": MAX_CONTEXT_ENTRIES,
+                "propertyNames": {"type": "string", "pattern": format!("^context\\.[A-Za-z0-9_]{{1,{MAX_CONTEXT_KEY_CHARS}}}$")},
+                "additionalProperties": {"type": "string", "maxLength": MAX_VALUE_CHARS},
+            },
+        }),
+    ];
+    if !filters.is_empty() {
+        parameters.push(serde_json::json!({
+            "name": "filter", "in": "query", "required": false,
+            "description": "Name of a configured Personalize filter",
+            "schema": {"type": "string", "enum": filters},
+        }));
+        parameters.push(serde_json::json!({
+            "name": "filterValues", "in": "query", "required": false,
+            "description": format!("The filter's placeholder values, as `filterValues.<NAME>=<value>` (at most {MAX_FILTER_VALUES}); only with `filter`"),
+            "style": "form", "explode": true,
+            "schema": {
+                "type": "object", "maxProperties": MAX_FILTER_VALUES,
+                "propertyNames": {"type": "string", "pattern": format!("^filterValues\\.[A-Za-z0-9_]{{1,{MAX_FILTER_KEY_CHARS}}}$")},
+                "additionalProperties": {"type": "string", "maxLength": MAX_VALUE_CHARS},
+            },
+        }));
+    }
+    parameters
+        .into_iter()
+        .map(|p| {
+            utoipa::openapi::RefOr::T(serde_json::from_value(p).expect("a well-formed OpenAPI parameter"))
+        })
+        .collect()
+}
+
 /// Recommend items for a student, or rerank the items given.
 ///
 /// Without `items`, asks the recommendation campaign (`GetRecommendations`) for the
@@ -104,25 +214,24 @@ impl Modify for ApiKeyScheme {
 /// (`GetPersonalizedRanking`). When the backend is throttled, slow, failing, absent,
 /// or does not know the user, popular items answer instead, with `source: fallback`
 /// and the reason. Personalize filter values are passed as `filterValues.<NAME>=<value>`
-/// and context as `context.<NAME>=<value>` (names: letters, digits, underscores).
+/// (only together with `filter`) and context as `context.<NAME>=<value>` (names: letters,
+/// digits, underscores). Any other query parameter, or one given twice, is a 400.
 #[utoipa::path(
     get,
     path = "/ranking/{userId}",
     tag = "ranking",
-    params(
-        ("userId" = String, Path, description = "The student's USER_ID: 1 to 256 characters, no control characters", min_length = 1, max_length = 256),
-        ("numResults" = Option<u32>, Query, description = "How many items to return (default 25)", minimum = 1, maximum = 500),
-        ("filter" = Option<String>, Query, description = "Name of a configured Personalize filter"),
-        ("items" = Option<String>, Query, description = "Comma-separated ITEM_IDs to rerank instead of recommending (at most 500)"),
-    ),
+    // The parameters are in `ranking_parameters`: the macro cannot say `pattern`,
+    // `propertyNames` or this deployment's filter names.
     responses(
         (status = 200, description = "Recommended or reranked items", body = RankingResponse),
-        (status = 400, description = "A bad user id or query parameter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 400, description = "A bad user id or query parameter, or input Personalize refused", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "How to authenticate: `ApiKey header=\"x-api-key\"`"))),
+        (status = 414, description = "The URL is longer than the HTTP layer takes (64 KiB locally; API Gateway takes 10,240 characters); no body. A long `items` list is the usual cause"),
         (status = 503, description = "Neither the backend nor the fallback could answer", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 async fn ranking(
     State(state): State<AppState>,
@@ -131,6 +240,10 @@ async fn ranking(
 ) -> Result<Response, ApiError> {
     let Path(raw_user) =
         user_id.map_err(|e| ApiError::InvalidUserId(format!("the user id does not decode: {e}")))?;
+    if raw_user == "." || raw_user == ".." {
+        // Clients and gateways resolve these as path segments; the document excludes them too.
+        return Err(ApiError::InvalidUserId(format!("{raw_user:?} is a path segment, not a user id")));
+    }
     let user_id = UserId::parse(raw_user).map_err(|e| ApiError::InvalidUserId(e.to_string()))?;
     let query = query::parse(raw_query.as_deref(), &state.0.filters)?;
     let response = state.0.service.rank(user_id, query).await?;
@@ -171,9 +284,11 @@ struct StudentsQuery {
     responses(
         (status = 200, description = "Students and how many classes each has", body = StudentList),
         (status = 400, description = "A bad query parameter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "How to authenticate: `ApiKey header=\"x-api-key\"`"))),
+        (status = 414, description = "The URL is longer than the HTTP layer takes (64 KiB); no body"),
     ),
-    security((), ("api_key" = []))
+    security(("api_key" = []))
 )]
 async fn students(
     State(state): State<AppState>,
@@ -207,11 +322,8 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
 
 /// This document, generated from the code.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
-async fn openapi_json() -> Response {
-    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let body =
-        DOCUMENT.get_or_init(|| ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes"));
-    ([(header::CONTENT_TYPE, "application/json")], body.as_str()).into_response()
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], state.0.document.clone()).into_response()
 }
 
 /// A page for frontend developers: pick a student, see the answer and its source.

@@ -247,12 +247,15 @@ async fn the_openapi_document_describes_the_routes_it_serves() {
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
     let ranking = &doc["paths"]["/ranking/{userId}"]["get"];
-    for code in ["200", "400", "401", "503"] {
+    for code in ["200", "400", "401", "414", "503"] {
         assert!(ranking["responses"].get(code).is_some(), "response {code} documented");
     }
+    assert!(ranking["responses"]["503"]["headers"]["Retry-After"].is_object());
     let params: Vec<&str> =
         ranking["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(params, ["userId", "numResults", "filter", "items"]);
+    // The embedded recommender evaluates no filters, so this deployment offers none.
+    assert_eq!(params, ["userId", "numResults", "items", "context"]);
+    assert_eq!(ranking["security"], json!([{"api_key": []}]), "the key is required");
     assert!(doc["components"]["schemas"]["RankingResponse"].is_object());
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
     // Every documented path is actually served (a path that 404s here has drifted).
@@ -304,4 +307,32 @@ async fn students_is_empty_where_the_api_has_no_store() {
     let (status, body) = get(router(state), "/students").await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"total": 0, "students": []}));
+}
+
+#[tokio::test]
+async fn a_personalize_deployment_documents_its_filters_and_their_values() {
+    let backend = ScriptedBackend::new(Ok(Ranked { items: vec![], recommendation_id: None }));
+    let service = RankingService::new(Some(backend), Arc::new(EmptyFallback));
+    let filters = [
+        ("unseen".to_owned(), "arn:aws:personalize:us-east-1:123456789012:filter/unseen".to_owned()),
+        ("by_subject".to_owned(), "arn:aws:personalize:us-east-1:123456789012:filter/s".to_owned()),
+    ];
+    let (_, doc) = get(router(AppState::new(service, filters.into_iter().collect())), "/openapi.json").await;
+    let params = doc["paths"]["/ranking/{userId}"]["get"]["parameters"].as_array().unwrap().clone();
+    let by_name = |name: &str| params.iter().find(|p| p["name"] == name).unwrap().clone();
+    assert_eq!(by_name("filter")["schema"]["enum"], json!(["by_subject", "unseen"]));
+    let values = by_name("filterValues");
+    assert_eq!((values["style"].as_str(), values["explode"].as_bool()), (Some("form"), Some(true)));
+    assert_eq!(values["schema"]["propertyNames"]["pattern"], "^filterValues\\.[A-Za-z0-9_]{1,50}$");
+    assert_eq!(values["schema"]["maxProperties"], 25);
+}
+
+#[tokio::test]
+async fn dot_segments_are_not_user_ids() {
+    for uri in ["/ranking/%2E", "/ranking/%2E%2E"] {
+        let (_data, state) = embedded_state();
+        let (status, body) = get(router(state), uri).await;
+        assert_eq!(status, 400, "{uri}");
+        assert_eq!(body["error"]["code"], "invalid_user_id", "{uri}");
+    }
 }

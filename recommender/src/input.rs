@@ -3,6 +3,7 @@
 //! large export is never held twice.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
@@ -82,7 +83,14 @@ fn check_row(
 pub fn read_csv(path: impl AsRef<Path>) -> Result<CsvRows, InputError> {
     let path = path.as_ref().to_path_buf();
     let file = File::open(&path).map_err(|source| InputError::Open { path: path.clone(), source })?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(file);
+    read_csv_from(path, file)
+}
+
+/// [`read_csv`] over any reader (an upload, a decompressor, bytes in memory). `name` only
+/// labels error messages, where a path would stand.
+pub fn read_csv_from<R: Read>(name: impl Into<PathBuf>, source: R) -> Result<CsvRows<R>, InputError> {
+    let path = name.into();
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(source);
     let header = reader
         .headers()
         .map_err(|e| InputError::CsvRow { path: path.clone(), line: 1, reason: e.to_string() })?
@@ -99,14 +107,14 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<CsvRows, InputError> {
 }
 
 /// Iterator over the rows of a CSV opened by [`read_csv`].
-pub struct CsvRows {
+pub struct CsvRows<R = File> {
     path: PathBuf,
-    reader: csv::Reader<File>,
+    reader: csv::Reader<R>,
     record: csv::StringRecord,
     has_value: bool,
 }
 
-impl CsvRows {
+impl<R> CsvRows<R> {
     fn parse_record(&self) -> Result<InteractionRow, String> {
         let r = &self.record;
         let timestamp: i64 = r[2]
@@ -129,7 +137,7 @@ impl CsvRows {
     }
 }
 
-impl Iterator for CsvRows {
+impl<R: Read> Iterator for CsvRows<R> {
     type Item = Result<InteractionRow, InputError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -304,5 +312,30 @@ pub fn read_interactions(
         Ok(Box::new(read_parquet(path)?))
     } else {
         Ok(Box::new(read_csv(path)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_csv_from_memory_and_names_the_source_in_errors() {
+        let data = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\nu1,\"a, b\",1763632800,enrolled,1.5\nu2,,1,enrolled,\n";
+        let rows: Vec<_> = read_csv_from("upload.csv", data.as_bytes()).unwrap().collect();
+        assert_eq!(
+            rows[0].as_ref().unwrap(),
+            &InteractionRow {
+                user_id: "u1".into(),
+                item_id: "a, b".into(),
+                timestamp: 1_763_632_800,
+                event_type: "enrolled".into(),
+                event_value: Some(1.5),
+            }
+        );
+        let err = rows[1].as_ref().unwrap_err().to_string();
+        assert!(err.starts_with("upload.csv, line 3: ITEM_ID"), "{err}");
+        let err = read_csv_from("upload.csv", "user,item\n".as_bytes()).err().unwrap().to_string();
+        assert!(err.contains("the header is"), "{err}");
     }
 }

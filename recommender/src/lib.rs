@@ -57,7 +57,7 @@ mod train;
 pub use algo::ials::IalsParams;
 pub use algo::vector::simd_level;
 pub use codec::{DecodeError, ModelFileError};
-pub use input::{InputError, InteractionRow, read_csv, read_interactions, read_parquet};
+pub use input::{InputError, InteractionRow, read_csv, read_csv_from, read_interactions, read_parquet};
 pub use model::{CandidateFigures, Model, ModelInfo, ModelSpec, QueryOptions, Recommendations, Selection};
 pub use registry::{LiveModel, ModelRegistry, Refresh, RegistryError, Version};
 pub use train::{DEFAULT_MEMORY_BUDGET_BYTES, MEMORY_BUDGET_ENV, TrainConfig, TrainError, train, try_train};

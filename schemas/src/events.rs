@@ -347,8 +347,13 @@ pub struct ParsedEvent {
 impl ParsedEvent {
     /// Parses raw JSON as EventBridge delivers it to a target.
     pub fn from_json(raw: &[u8]) -> Result<Self, EventError> {
+        // JSON is UTF-8. serde_json skips the fields the envelope ignores without checking
+        // their bytes, so without this a broken `"region"` passed here and failed in the
+        // Lambda's path (which reads a whole `Value` first). Found by fuzz/event_parser.
+        let raw = std::str::from_utf8(raw)
+            .map_err(|e| EventError::Malformed(format!("envelope: not UTF-8 ({e})")))?;
         let envelope: EventEnvelope =
-            serde_json::from_slice(raw).map_err(|e| EventError::Malformed(format!("envelope: {e}")))?;
+            serde_json::from_str(raw).map_err(|e| EventError::Malformed(format!("envelope: {e}")))?;
         Self::from_envelope(&envelope)
     }
 
@@ -413,6 +418,24 @@ mod tests {
             "detail": detail
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_ignored_field_is_malformed() {
+        // Fuzz finding: the bytes of a field the envelope does not read went unchecked.
+        let mut raw = envelope(
+            "student.enrolled",
+            "api.student",
+            json!({
+                "studentId": "s-1", "classId": "c-1", "email": "a@example.edu"
+            }),
+        );
+        assert!(ParsedEvent::from_json(&raw).is_ok());
+        let at = raw.windows(14).position(|w| w == b"ap-southeast-1").unwrap();
+        raw[at + 2] = 0xFF;
+        let err = ParsedEvent::from_json(&raw).unwrap_err();
+        assert!(matches!(&err, EventError::Malformed(m) if m.contains("not UTF-8")), "{err}");
+        assert!(serde_json::from_slice::<Value>(&raw).is_err(), "the Lambda's path refuses it too");
     }
 
     #[test]
