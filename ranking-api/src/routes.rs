@@ -140,6 +140,26 @@ impl ApiDoc {
     }
 }
 
+/// `<prefix>.<NAME>=<value>` pairs as one exploded form object whose property names carry the
+/// prefix: valid OpenAPI, and clients (schemathesis among them) send them exactly so.
+fn prefixed_parameter(
+    prefix: &str,
+    description: String,
+    max_entries: usize,
+    max_key_chars: usize,
+) -> serde_json::Value {
+    serde_json::json!({
+        "name": prefix, "in": "query", "required": false,
+        "description": description,
+        "style": "form", "explode": true,
+        "schema": {
+            "type": "object", "maxProperties": max_entries,
+            "propertyNames": {"type": "string", "pattern": format!("^{prefix}\\.[A-Za-z0-9_]{{1,{max_key_chars}}}$")},
+            "additionalProperties": {"type": "string", "maxLength": crate::query::MAX_VALUE_CHARS},
+        },
+    })
+}
+
 /// The parameters of `GET /ranking/{userId}`, with the limits `query::parse` enforces.
 ///
 /// `filterValues.<NAME>` and `context.<NAME>` have no OpenAPI form of their own: each is an object
@@ -148,7 +168,7 @@ impl ApiDoc {
 fn ranking_parameters(filters: &[&str]) -> Vec<utoipa::openapi::RefOr<utoipa::openapi::path::Parameter>> {
     use crate::query::{
         MAX_CONTEXT_ENTRIES, MAX_CONTEXT_KEY_CHARS, MAX_FILTER_KEY_CHARS, MAX_FILTER_VALUES, MAX_NUM_RESULTS,
-        MAX_RERANK_ITEMS, MAX_VALUE_CHARS,
+        MAX_RERANK_ITEMS,
     };
     use schemas::MAX_ID_CHARS;
     let mut parameters = vec![
@@ -171,16 +191,14 @@ fn ranking_parameters(filters: &[&str]) -> Vec<utoipa::openapi::RefOr<utoipa::op
                 "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": ITEM_ID_PATTERN},
             },
         }),
-        serde_json::json!({
-            "name": "context", "in": "query", "required": false,
-            "description": format!("Personalize context, as `context.<NAME>=<value>` (at most {MAX_CONTEXT_ENTRIES} entries)"),
-            "style": "form", "explode": true,
-            "schema": {
-                "type": "object", "maxProperties": MAX_CONTEXT_ENTRIES,
-                "propertyNames": {"type": "string", "pattern": format!("^context\\.[A-Za-z0-9_]{{1,{MAX_CONTEXT_KEY_CHARS}}}$")},
-                "additionalProperties": {"type": "string", "maxLength": MAX_VALUE_CHARS},
-            },
-        }),
+        prefixed_parameter(
+            "context",
+            format!(
+                "Personalize context, as `context.<NAME>=<value>` (at most {MAX_CONTEXT_ENTRIES} entries)"
+            ),
+            MAX_CONTEXT_ENTRIES,
+            MAX_CONTEXT_KEY_CHARS,
+        ),
     ];
     if !filters.is_empty() {
         parameters.push(serde_json::json!({
@@ -188,16 +206,12 @@ fn ranking_parameters(filters: &[&str]) -> Vec<utoipa::openapi::RefOr<utoipa::op
             "description": "Name of a configured Personalize filter",
             "schema": {"type": "string", "enum": filters},
         }));
-        parameters.push(serde_json::json!({
-            "name": "filterValues", "in": "query", "required": false,
-            "description": format!("The filter's placeholder values, as `filterValues.<NAME>=<value>` (at most {MAX_FILTER_VALUES}); only with `filter`"),
-            "style": "form", "explode": true,
-            "schema": {
-                "type": "object", "maxProperties": MAX_FILTER_VALUES,
-                "propertyNames": {"type": "string", "pattern": format!("^filterValues\\.[A-Za-z0-9_]{{1,{MAX_FILTER_KEY_CHARS}}}$")},
-                "additionalProperties": {"type": "string", "maxLength": MAX_VALUE_CHARS},
-            },
-        }));
+        parameters.push(prefixed_parameter(
+            "filterValues",
+            format!("The filter's placeholder values, as `filterValues.<NAME>=<value>` (at most {MAX_FILTER_VALUES}); only with `filter`"),
+            MAX_FILTER_VALUES,
+            MAX_FILTER_KEY_CHARS,
+        ));
     }
     parameters
         .into_iter()
