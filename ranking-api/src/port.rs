@@ -134,6 +134,11 @@ pub trait Fallback: Send + Sync {
 
     /// `items` ordered by popularity; items without data keep their order at the end.
     fn rerank(&self, items: &[ItemId]) -> Option<Vec<ScoredItem>>;
+
+    /// Whether `popular` has data to answer from right now. It is false for a moment after
+    /// a local start (the store's popularity loads in the background) and in a deployment
+    /// without a model; `/health` reports it so that callers can tell.
+    fn has_data(&self) -> bool;
 }
 
 /// Students the API has data for: what the demo page offers to pick from.

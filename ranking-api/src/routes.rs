@@ -327,11 +327,20 @@ pub struct Health {
     pub status: &'static str,
     /// The backend answers come from when all is well; `null` when only the fallback is configured.
     pub backend: Option<Source>,
+    /// Whether the fallback has popular items to answer with right now: false for a moment after
+    /// a local start while the store's popularity loads, and in a deployment without a model.
+    #[serde(rename = "fallbackReady")]
+    pub fallback_ready: bool,
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The API is up", body = Health)))]
 async fn health(State(state): State<AppState>) -> Json<Health> {
-    Json(Health { status: "ok", backend: state.0.service.backend_source() })
+    let service = &state.0.service;
+    Json(Health {
+        status: "ok",
+        backend: service.backend_source(),
+        fallback_ready: service.fallback_has_data(),
+    })
 }
 
 /// This document, generated from the code.

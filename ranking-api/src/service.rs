@@ -59,6 +59,11 @@ impl RankingService {
         self.backend.as_ref().map(|b| b.source())
     }
 
+    /// Whether the fallback could answer right now.
+    pub fn fallback_has_data(&self) -> bool {
+        self.fallback.has_data()
+    }
+
     pub async fn rank(&self, user_id: UserId, query: RankingQuery) -> Result<RankingResponse, ApiError> {
         let outcome = match &self.backend {
             None => {

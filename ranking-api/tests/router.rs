@@ -237,7 +237,7 @@ async fn without_a_backend_every_answer_is_a_flagged_fallback() {
         "/health",
     )
     .await;
-    assert_eq!(health, json!({"status": "ok", "backend": null}));
+    assert_eq!(health, json!({"status": "ok", "backend": null, "fallbackReady": false}));
 }
 
 #[tokio::test]
@@ -335,4 +335,18 @@ async fn dot_segments_are_not_user_ids() {
         assert_eq!(status, 400, "{uri}");
         assert_eq!(body["error"]["code"], "invalid_user_id", "{uri}");
     }
+}
+
+#[tokio::test]
+async fn health_says_whether_the_fallback_can_answer() {
+    let (_data, state) = embedded_state();
+    let (status, body) = get(router(state), "/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["fallbackReady"], true, "{body}");
+
+    let nothing_to_fall_back_on = RankingService::new(None, Arc::new(EmptyFallback));
+    let (status, body) =
+        get(router(AppState::new(nothing_to_fall_back_on, Default::default())), "/health").await;
+    assert_eq!(status, 200, "the API is up even when it could not answer yet");
+    assert_eq!(body["fallbackReady"], false, "{body}");
 }

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from . import story
 from .apps import ranking, start_api
 from .aws import aws_env, bootstrap_personalize, client, unique
-from .harness import clean_env, wait_until
+from .harness import clean_env, http, wait_until
 
 BUDGET_S = 0.5
 USER = "s-2000"  # an A-and-B student the campaign knows
@@ -57,6 +57,13 @@ def test_throttling_5xx_and_slowness_are_answered_from_the_fallback_within_500_m
         PERSONALIZE_TIMEOUT_MS="300",
     )
     api = start_api(processes, bins, env)
+    # The store's popular items load in the background right after start: wait until the API says
+    # its fallback can answer, as a load balancer's readiness check would.
+    def fallback_ready():
+        health = http("GET", f"{api.url}/health").json()
+        return health.get("fallbackReady") is True, health
+
+    wait_until(fallback_ready, timeout=10, what="/health to report fallbackReady")
 
     def ask(query: str):
         response = ranking(api, USER, query)

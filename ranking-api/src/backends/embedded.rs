@@ -229,4 +229,8 @@ impl crate::port::Fallback for ModelFallback {
         // An empty user id is never a valid USER_ID, so the model orders by popularity.
         Some(scored(model.rerank("", &ids)))
     }
+
+    fn has_data(&self) -> bool {
+        self.slot.current().is_some()
+    }
 }

@@ -190,6 +190,10 @@ impl Fallback for PopularFallback {
         // Always possible: without data, the caller's own order is the honest answer.
         Some(self.popularity.get().rerank(items))
     }
+
+    fn has_data(&self) -> bool {
+        !self.popularity.get().ranked.is_empty()
+    }
 }
 
 #[cfg(test)]

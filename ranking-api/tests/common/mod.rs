@@ -109,6 +109,9 @@ impl Fallback for EmptyFallback {
     fn rerank(&self, _items: &[ItemId]) -> Option<Vec<ScoredItem>> {
         None
     }
+    fn has_data(&self) -> bool {
+        false
+    }
 }
 
 pub async fn call(app: Router, request: Request<Body>) -> Response<Body> {
