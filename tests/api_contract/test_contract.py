@@ -46,7 +46,10 @@ def test_the_api_keeps_its_contract(binary, tmp_path):
     # and about as many cases as asked for.
     operations = result.report["operations"]
     assert operations["selected"] == 3 and operations["tested"] == operations["selected"], operations
-    assert result.cases >= MAX_EXAMPLES, summary
+    # How many cases schemathesis generates varies from run to run: Hypothesis ends an operation's
+    # phase early when its input space looks exhausted (seen: 120 to 1,706 cases for 200 to 800 asked).
+    # The floor proves a real run; scripts/bench-contract reports the full run's exact count.
+    assert result.cases >= min(MAX_EXAMPLES, 100), summary
     print(f"\ncontract: {summary} in {result.duration_s:.1f} s")
 
 
