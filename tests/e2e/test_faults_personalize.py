@@ -87,8 +87,14 @@ def test_throttling_5xx_and_slowness_are_answered_from_the_fallback_within_500_m
         for seconds, answer in sequential + concurrent:
             assert seconds < BUDGET_S, f"{fault}: answered in {seconds * 1000:.0f} ms"
             assert answer["source"] == "fallback", f"{fault}: {answer}"
-            assert answer["fallback"]["reason"] == reason, f"{fault}: {answer['fallback']}"
             assert answer["items"], f"{fault}: the fallback has popular items to give"
+        # One at a time, the stand-in answers well within the deadline, so each answer names the fault.
+        # Eight at once, the (Python) stand-in itself can take longer than the 300 ms deadline on a busy
+        # machine: then the API rightly gives up first and says `timeout`, still within the budget.
+        for _, answer in sequential:
+            assert answer["fallback"]["reason"] == reason, f"{fault}: {answer['fallback']}"
+        for _, answer in concurrent:
+            assert answer["fallback"]["reason"] in (reason, "timeout"), f"{fault}: {answer['fallback']}"
         slowest = max(seconds for seconds, _ in sequential + concurrent)
         print(f"[e2e] {fault} -> {reason}: 40 requests, slowest {slowest * 1000:.0f} ms")
 
