@@ -9,6 +9,10 @@ use crate::personalize::PersonalizeResources;
 use crate::pipeline::Settings;
 use crate::run::TrainingMode;
 
+/// The longest `PERSONALIZE_NAME_PREFIX`: `<prefix>-import-<runId>` must fit Personalize's
+/// 63-character names.
+pub const MAX_NAME_PREFIX: usize = 30;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Local data: embedded store, runs, exports, models, pipeline events.
@@ -140,7 +144,7 @@ impl Config {
             return Err(ConfigError("TRAINING_MODE=UPDATE needs Personalize (User-Personalization)".into()));
         }
         let prefix_ok = !self.personalize_name_prefix.is_empty()
-            && self.personalize_name_prefix.len() <= 30
+            && self.personalize_name_prefix.len() <= MAX_NAME_PREFIX
             && self.personalize_name_prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
             && self
                 .personalize_name_prefix
@@ -204,6 +208,12 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_longest_job_name_fits_personalize() {
+        let longest = super::MAX_NAME_PREFIX + "-import-".len() + crate::run::RUN_ID_LEN;
+        assert!(longest <= 63, "{longest}");
+    }
+
     use super::*;
     use clap::Parser;
 

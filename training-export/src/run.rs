@@ -213,18 +213,26 @@ pub struct FallbackRecord {
     pub error: Option<String>,
 }
 
+/// The length of every run id, for the Personalize name budget (63 characters).
+pub const RUN_ID_LEN: usize = 24;
+
 /// A run id that sorts by creation time and is safe in Personalize names
-/// (`[a-zA-Z0-9-_]`) and object keys: `20261122T020000Z-1a2b`.
+/// (`[a-zA-Z0-9-_]`) and object keys: `20261122T020000123Z-1a2b`, UTC to the
+/// millisecond. The milliseconds matter: an export-only run can finish within the
+/// second it started, and the next run's id must still sort after it, because the
+/// history (the last import, the last deploy to roll back from) is read newest first
+/// by id. The random suffix only tells apart ids made in the same millisecond.
 pub fn new_run_id(now: time::OffsetDateTime) -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}",
+        "{:04}{:02}{:02}T{:02}{:02}{:02}{:03}Z-{}",
         now.year(),
         u8::from(now.month()),
         now.day(),
         now.hour(),
         now.minute(),
         now.second(),
+        now.millisecond(),
         &random[..4]
     )
 }
@@ -279,12 +287,17 @@ mod tests {
 
     #[test]
     fn run_ids_sort_by_time_and_fit_personalize_names() {
-        let t = time::macros::datetime!(2026-11-22 02:00:05 UTC);
+        let t = time::macros::datetime!(2026-11-22 02:00:05.042 UTC);
         let id = new_run_id(t);
-        assert!(id.starts_with("20261122T020005Z-"), "{id}");
-        assert_eq!(id.len(), 21);
+        assert!(id.starts_with("20261122T020005042Z-"), "{id}");
+        assert_eq!(id.len(), RUN_ID_LEN);
         assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-        assert!(new_run_id(t + time::Duration::seconds(1)) > id);
+        // Within one second, too: a CI run caught two runs of the same second misordered.
+        for later in [time::Duration::milliseconds(1), time::Duration::seconds(1)] {
+            for _ in 0..50 {
+                assert!(new_run_id(t + later) > new_run_id(t), "{later}");
+            }
+        }
     }
 
     #[test]
