@@ -290,6 +290,64 @@ pub struct Model {
 thread_local! {
     /// Per-thread score buffers, so a query does not allocate one per item.
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SPARSE: RefCell<SparseScores> = const { RefCell::new(SparseScores::new()) };
+}
+
+/// Scores of the items a user's neighbours reach, for an item-kNN top-N that touches a few
+/// thousand entries instead of zeroing, filling and scanning the whole catalog. An item is
+/// touched in this query when its stamp equals `generation`, so nothing needs resetting between
+/// queries (and a panicking filter cannot leave stale scores behind).
+struct SparseScores {
+    scores: Vec<f32>,
+    stamp: Vec<u32>,
+    generation: u32,
+    touched: Vec<u32>,
+}
+
+impl SparseScores {
+    const fn new() -> Self {
+        Self { scores: Vec::new(), stamp: Vec::new(), generation: 0, touched: Vec::new() }
+    }
+
+    fn begin(&mut self, items: usize) {
+        if self.stamp.len() != items {
+            self.stamp.clear();
+            self.stamp.resize(items, 0);
+            self.scores.resize(items, 0.0);
+            self.generation = 0;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamp.fill(0);
+            self.generation = 1;
+        }
+        self.touched.clear();
+    }
+
+    fn is_touched(&self, j: usize) -> bool {
+        self.stamp[j] == self.generation
+    }
+
+    /// Adds in the order the dense sum does, starting from the same `0.0`, so the scores are
+    /// bit-identical to [`Scorer::score_into`]'s.
+    #[inline]
+    fn add(&mut self, j: u32, x: f32) {
+        let k = j as usize;
+        if self.stamp[k] == self.generation {
+            self.scores[k] += x;
+        } else {
+            self.stamp[k] = self.generation;
+            self.scores[k] = 0.0 + x;
+            self.touched.push(j);
+        }
+    }
+
+    /// Marks an item excluded (touched or not).
+    fn exclude(&mut self, j: u32) {
+        let k = j as usize;
+        self.stamp[k] = self.generation;
+        self.scores[k] = f32::NEG_INFINITY;
+    }
 }
 
 impl Model {
@@ -401,16 +459,69 @@ impl Model {
         if matches!(self.scorer, Scorer::Popularity) {
             return Recommendations { items: self.popular_where(n, seen, opts.filter), personalized: false };
         }
-        let top = self.with_scores(u as usize, |scores| {
-            for &i in seen {
-                scores[i as usize] = f32::NEG_INFINITY;
-            }
-            topn::select(scores, n, |i| opts.filter.is_none_or(|f| f(&self.item_ids[i as usize])))
-        });
+        let admit = |i: u32| opts.filter.is_none_or(|f| f(&self.item_ids[i as usize]));
+        let top = match &self.scorer {
+            Scorer::SparseItemItem(knn) => self.sparse_top(knn, &view, seen, n, admit),
+            _ => self.with_scores(u as usize, |scores| {
+                for &i in seen {
+                    scores[i as usize] = f32::NEG_INFINITY;
+                }
+                topn::select(scores, n, admit)
+            }),
+        };
         Recommendations {
             items: top.into_iter().map(|(i, s)| (self.item_ids[i as usize].clone(), s)).collect(),
             personalized: true,
         }
+    }
+
+    /// Item-kNN's top `n`, equal to a full scan of [`Scorer::score_into`]'s scores (same scores,
+    /// same tie order) without one: the items the user's neighbours reach compete on their
+    /// scores; every other item scores exactly 0, so only the first `n` of those by index can make
+    /// the cut, and they go in the same selection.
+    fn sparse_top(
+        &self,
+        knn: &SparseItemItem,
+        user: &UserView<'_>,
+        seen: &[u32],
+        n: usize,
+        mut admit: impl FnMut(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
+        SPARSE.with(|cell| {
+            let mut sparse = cell.borrow_mut();
+            sparse.begin(self.item_ids.len());
+            for (&i, &w) in user.items.iter().zip(user.weights) {
+                let (idx, val) = knn.row(i as usize);
+                for (&j, &v) in idx.iter().zip(val) {
+                    sparse.add(j, w * v);
+                }
+            }
+            for &i in seen {
+                sparse.exclude(i);
+            }
+            let mut top = topn::TopN::new(n);
+            for &j in &sparse.touched {
+                let s = sparse.scores[j as usize];
+                // `s < bar` is false for NaN, which `would_accept` then drops.
+                if s < top.bar() || s == f32::NEG_INFINITY {
+                    continue;
+                }
+                if top.would_accept(s, j) && admit(j) {
+                    top.offer(s, j);
+                }
+            }
+            let mut zeros = 0;
+            for j in 0..self.item_ids.len() as u32 {
+                if zeros == n || !top.would_accept(0.0, j) {
+                    break; // later indices score the same and lose the tie
+                }
+                if !sparse.is_touched(j as usize) && admit(j) {
+                    top.offer(0.0, j);
+                    zeros += 1;
+                }
+            }
+            top.into_sorted()
+        })
     }
 
     /// Orders the given items for a user, best first. Items the model does not know keep their
@@ -462,5 +573,82 @@ impl Model {
 
     pub(crate) fn item_position(&self, item_id: &str) -> Option<u32> {
         self.item_index.get(item_id).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{SyntheticSpec, generate};
+    use crate::train::{TrainConfig, train};
+
+    fn knn_model(items: usize, neighbours: usize) -> Model {
+        let rows = generate(&SyntheticSpec {
+            users: 300,
+            items,
+            min_per_user: 1,
+            max_per_user: 12,
+            seed: 5,
+            ..SyntheticSpec::default()
+        });
+        let config = TrainConfig {
+            model: Some(ModelSpec::ItemKnn { neighbours, shrink: 10.0 }),
+            trained_at: Some(1_767_225_600),
+            ..TrainConfig::default()
+        };
+        train(rows, &config).unwrap()
+    }
+
+    /// The full scan the sparse path replaces.
+    fn dense_top(model: &Model, user: &str, n: usize, admit: impl FnMut(u32) -> bool) -> Vec<(u32, f32)> {
+        let u = model.user_index[user] as usize;
+        model.with_scores(u, |scores| {
+            for &i in model.view(u).items {
+                scores[i as usize] = f32::NEG_INFINITY;
+            }
+            topn::select(scores, n, admit)
+        })
+    }
+
+    #[test]
+    fn item_knn_top_n_equals_the_full_scan_bit_for_bit() {
+        // Few neighbours on a large catalog: most items score 0, so the zero-score fill and its
+        // tie order matter; many neighbours: most items are reached.
+        for (items, neighbours) in [(400, 3), (60, 50)] {
+            let model = knn_model(items, neighbours);
+            let Scorer::SparseItemItem(knn) = &model.scorer else { panic!("item-knn was forced") };
+            for user in model.user_ids.iter().take(120) {
+                let u = model.user_index[user] as usize;
+                let view = model.view(u);
+                for n in [0, 1, 7, 25, items] {
+                    let odd = |i: u32| i % 3 != 1;
+                    assert_eq!(
+                        model.sparse_top(knn, &view, view.items, n, |_| true),
+                        dense_top(&model, user, n, |_| true),
+                        "{items} items, {neighbours} neighbours, {user}, n {n}"
+                    );
+                    assert_eq!(
+                        model.sparse_top(knn, &view, view.items, n, odd),
+                        dense_top(&model, user, n, odd),
+                        "filtered: {items} items, {neighbours} neighbours, {user}, n {n}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_sparse_scratch_survives_a_catalog_change_and_generation_wrap() {
+        let small = knn_model(60, 5);
+        let large = knn_model(400, 5);
+        let user = &large.user_ids[0];
+        let expected = dense_top(&large, user, 25, |_| true);
+        let got = |m: &Model| m.recommend(user, 25, &QueryOptions::default());
+        let _ = got(&small);
+        SPARSE.with(|c| c.borrow_mut().generation = u32::MAX - 1);
+        for _ in 0..3 {
+            let ids: Vec<u32> = got(&large).items.iter().map(|(id, _)| large.item_index[id]).collect();
+            assert_eq!(ids, expected.iter().map(|&(i, _)| i).collect::<Vec<_>>());
+        }
     }
 }

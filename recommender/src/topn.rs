@@ -67,6 +67,16 @@ impl TopN {
         self.heap.push(Reverse(Ranked { score, index }));
     }
 
+    /// The worst score in a full selection (`-inf` until it is full): anything below it cannot
+    /// enter, which a caller can check with one comparison.
+    #[inline]
+    pub fn bar(&self) -> f32 {
+        match self.heap.peek() {
+            Some(Reverse(worst)) if self.heap.len() == self.n => worst.score,
+            _ => f32::NEG_INFINITY,
+        }
+    }
+
     /// Best first.
     pub fn into_sorted(self) -> Vec<(u32, f32)> {
         // Sorting `Reverse` ascending puts the highest-ranked entry first.
