@@ -77,6 +77,11 @@ pub struct Config {
     #[arg(long, env = "REFRESH_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub refresh_seconds: u64,
 
+    /// Memory for the embedded model's answers, kept per student until the model changes
+    /// (0: answer every request from the model).
+    #[arg(long, env = "ANSWER_CACHE_MB", default_value_t = 32, value_parser = clap::value_parser!(u64).range(0..=4096))]
+    pub answer_cache_mb: u64,
+
     /// Do not seed the demo dataset into an empty data directory.
     #[arg(long, env = "NO_DEMO_SEED")]
     pub no_demo_seed: bool,
@@ -85,6 +90,10 @@ pub struct Config {
 impl Config {
     pub fn personalize_timeout(&self) -> Duration {
         Duration::from_millis(self.personalize_timeout_ms)
+    }
+
+    pub fn answer_cache_bytes(&self) -> usize {
+        usize::try_from(self.answer_cache_mb).unwrap_or(usize::MAX).saturating_mul(1 << 20)
     }
 
     pub fn refresh_every(&self) -> Duration {

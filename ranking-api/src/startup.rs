@@ -119,8 +119,8 @@ pub async fn build_state(
             config.personalize_timeout(),
         )))
     } else if let Some(slot) = &slot {
-        tracing::info!("answering from the embedded recommender");
-        Some(Arc::new(EmbeddedRecommender::new(slot.clone())))
+        tracing::info!(answer_cache_mb = config.answer_cache_mb, "answering from the embedded recommender");
+        Some(Arc::new(EmbeddedRecommender::new(slot.clone()).with_answer_cache(config.answer_cache_bytes())))
     } else {
         tracing::error!(
             "neither a Personalize campaign nor DATA_BUCKET is configured: no backend, no fallback data"

@@ -30,11 +30,40 @@ fn state_over(rows: &[(String, String)]) -> (TestData, Arc<ModelSlot>, AppState)
     let pairs: Vec<(&str, &str)> = rows.iter().map(|(u, i)| (u.as_str(), i.as_str())).collect();
     let data = test_data(&pairs);
     let slot = published_model(&data);
+    // With the answer cache, as the server runs.
     let service = RankingService::new(
-        Some(Arc::new(EmbeddedRecommender::new(slot.clone()))),
+        Some(Arc::new(EmbeddedRecommender::new(slot.clone()).with_answer_cache(1 << 20))),
         Arc::new(PopularFallback::new(data.popularity.clone())),
     );
     (data, slot, AppState::new(service, Default::default()))
+}
+
+fn publish(data: &TestData, rows: &[(String, String)]) {
+    let pairs: Vec<(&str, &str)> = rows.iter().map(|(u, i)| (u.as_str(), i.as_str())).collect();
+    let newer = test_data(&pairs);
+    let rows: Vec<recommender::InteractionRow> = newer.interactions.iter().map(Into::into).collect();
+    let model = recommender::train(rows, &recommender::TrainConfig::default()).unwrap();
+    recommender::ModelRegistry::open(data.dir.path().join("models")).unwrap().publish(&model).unwrap();
+}
+
+#[tokio::test]
+async fn a_kept_answer_is_served_again_until_a_newer_model_arrives() {
+    let (data, slot, state) = state_over(&a_then_b());
+    let app = router(state);
+    let (_, first) = get(app.clone(), "/ranking/newcomer?numResults=2").await;
+    let (_, again) = get(app.clone(), "/ranking/newcomer?numResults=2").await;
+    assert_eq!(first["items"], again["items"], "scores included");
+    assert_eq!(item_ids(&first)[0], "B", "{first}");
+
+    // The newcomer took B since; the next model knows it, and the kept answer must go with the old model.
+    let mut rows = a_then_b();
+    rows.push(("newcomer".to_owned(), "B".to_owned()));
+    publish(&data, &rows);
+    assert!(slot.refresh().unwrap().is_some());
+    let (status, after) = get(app, "/ranking/newcomer?numResults=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(after["source"], "embedded");
+    assert!(!item_ids(&after).contains(&"B".to_owned()), "B is taken now: {after}");
 }
 
 #[tokio::test]
@@ -72,11 +101,7 @@ async fn a_newer_model_is_served_without_a_restart() {
     // The pipeline publishes a model that knows the late joiner.
     let mut rows = a_then_b();
     rows.push(("late-joiner".to_owned(), "C".to_owned()));
-    let pairs: Vec<(&str, &str)> = rows.iter().map(|(u, i)| (u.as_str(), i.as_str())).collect();
-    let newer = test_data(&pairs);
-    let rows: Vec<recommender::InteractionRow> = newer.interactions.iter().map(Into::into).collect();
-    let model = recommender::train(rows, &recommender::TrainConfig::default()).unwrap();
-    recommender::ModelRegistry::open(data.dir.path().join("models")).unwrap().publish(&model).unwrap();
+    publish(&data, &rows);
 
     assert!(slot.refresh().unwrap().is_some(), "the refresh saw the new version");
     let (status, after) = get(app, "/ranking/late-joiner?numResults=1").await;

@@ -15,6 +15,7 @@ use schemas::ItemId;
 use store::InteractionStore;
 use store::embedded::EmbeddedStore;
 
+use super::answer_cache::AnswerCache;
 use crate::port::{
     BackendError, FallbackReason, Ranked, RecommendRequest, Recommender, RerankRequest, ScoredItem, Source,
 };
@@ -142,11 +143,19 @@ fn scored(items: impl IntoIterator<Item = (String, Option<f32>)>) -> Vec<ScoredI
 /// The embedded backend over the model slot.
 pub struct EmbeddedRecommender {
     slot: Arc<ModelSlot>,
+    answers: AnswerCache,
 }
 
 impl EmbeddedRecommender {
+    /// Answers every request from the model.
     pub fn new(slot: Arc<ModelSlot>) -> Self {
-        Self { slot }
+        Self { slot, answers: AnswerCache::new(0) }
+    }
+
+    /// Keeps up to about `bytes` of answers until the model changes (see [`AnswerCache`]).
+    pub fn with_answer_cache(mut self, bytes: usize) -> Self {
+        self.answers = AnswerCache::new(bytes);
+        self
     }
 
     fn model_for(&self, request_user: &str, filtered: bool) -> Result<Arc<Model>, BackendError> {
@@ -179,11 +188,16 @@ impl Recommender for EmbeddedRecommender {
 
     async fn recommend(&self, request: &RecommendRequest) -> Result<Ranked, BackendError> {
         let model = self.model_for(request.user_id.as_str(), request.filter.is_some())?;
-        let recs = model.recommend(request.user_id.as_str(), request.num_results, &QueryOptions::default());
-        Ok(Ranked {
-            items: scored(recs.items.into_iter().map(|(id, s)| (id, Some(s)))),
-            recommendation_id: None,
-        })
+        let (user, n) = (request.user_id.as_str(), request.num_results);
+        if let Some(items) = self.answers.get(&model, user, n) {
+            return Ok(Ranked { items: items.to_vec(), recommendation_id: None });
+        }
+        let recs = model.recommend(user, n, &QueryOptions::default());
+        let items = scored(recs.items.into_iter().map(|(id, s)| (id, Some(s))));
+        if self.answers.is_enabled() {
+            self.answers.put(&model, user, n, items.as_slice().into());
+        }
+        Ok(Ranked { items, recommendation_id: None })
     }
 
     async fn rerank(&self, request: &RerankRequest) -> Result<Ranked, BackendError> {
