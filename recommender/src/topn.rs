@@ -99,9 +99,7 @@ pub(crate) fn select(scores: &[f32], n: usize, mut admit: impl FnMut(u32) -> boo
         let i = i as u32;
         if top.would_accept(s, i) && admit(i) {
             top.offer(s, i);
-            if top.heap.len() == top.n {
-                bar = top.heap.peek().map_or(f32::NEG_INFINITY, |Reverse(worst)| worst.score);
-            }
+            bar = top.bar();
         }
     }
     top.into_sorted()
