@@ -81,9 +81,20 @@ def test_a_fault_without_count_lasts_until_cleared_and_star_matches_all(admin, c
     control.create_dataset_group(name="g")
 
 
-def test_faults_only_hit_their_operation(admin, control):
+def test_faults_only_hit_their_operation(admin, control, runtime):
     admin.fault(operation="GetRecommendations", kind="server_error", count=None)
+    # The faulted operation fails, every time (no count)...
+    for _ in range(2):
+        assert error_of(lambda: runtime.get_recommendations(campaignArn=CAMPAIGN, userId="u")) == (
+            "InternalFailure",
+            500,
+        )
+    # ...while other operations, on either endpoint, reach the stand-in as usual.
     control.create_dataset_group(name="g")
+    with pytest.raises(runtime.exceptions.ResourceNotFoundException):
+        runtime.get_personalized_ranking(campaignArn=CAMPAIGN, userId="u", inputList=["i"])
+    faulted = [c["fault"]["kind"] if c["fault"] else None for c in admin.calls()]
+    assert faulted == ["server_error", "server_error", None, None]
 
 
 def test_retry_after_is_sent_when_asked(admin, control):
