@@ -20,8 +20,7 @@ use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use schemas::EventId;
-use serde::Serialize;
+use schemas::{EventId, PipelineRequest};
 
 /// Name of the training-export binary the local slot looks for.
 pub const TRAINING_EXPORT_BINARY: &str = "training-export";
@@ -34,23 +33,10 @@ pub struct RetrainRequest {
     pub request_id: EventId,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InvokePayload<'a> {
-    action: &'static str,
-    trigger: &'a str,
-    request_id: &'a str,
-}
-
 impl RetrainRequest {
-    /// The training-export Lambda's input for a run.
+    /// The training-export Lambda's input for a run, in the type training-export parses.
     pub fn payload(&self) -> String {
-        serde_json::to_string(&InvokePayload {
-            action: "run",
-            trigger: &self.trigger,
-            request_id: self.request_id.as_str(),
-        })
-        .expect("a struct of strings serializes")
+        PipelineRequest::run(&self.trigger, Some(self.request_id.as_str().to_owned())).to_json()
     }
 }
 
@@ -230,6 +216,12 @@ mod tests {
 
     fn request() -> RetrainRequest {
         RetrainRequest { trigger: "manual".into(), request_id: EventId::parse("ev-9").unwrap() }
+    }
+
+    #[test]
+    fn the_payload_is_a_run_training_export_accepts() {
+        let parsed: PipelineRequest = serde_json::from_str(&request().payload()).unwrap();
+        assert_eq!(parsed, PipelineRequest::run("manual", Some("ev-9".into())));
     }
 
     #[test]

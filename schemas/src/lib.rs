@@ -6,7 +6,9 @@ pub mod events;
 pub mod ids;
 pub mod interaction;
 pub mod personalize;
+pub mod pipeline;
 
 pub use events::{DetailType, DomainEvent, EmailAddress, EventEnvelope, EventError, ParsedEvent};
 pub use ids::{IdError, ItemId, MAX_ID_CHARS, UserId};
 pub use interaction::{EventId, EventType, Interaction, InteractionError, Timestamp};
+pub use pipeline::PipelineRequest;

@@ -100,10 +100,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     init_logs();
     let cli = Cli::parse();
     let request = match cli.command {
-        Command::Run => Request::Run { trigger: "cli".into() },
+        Command::Run => Request::run("cli", None),
         Command::Export => Request::Export { trigger: "cli".into() },
-        Command::Advance => Request::Advance,
-        Command::Status => Request::Status,
+        Command::Advance => Request::Advance {},
+        Command::Status => Request::Status {},
         Command::Rollback => Request::Rollback { trigger: "cli".into() },
         Command::BenchGenerate { rows, users, items, out } => {
             let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
@@ -137,7 +137,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         let bar = bar.clone();
         pipeline.progress = Some(Arc::new(move |rows| bar.set_position(rows)));
     }
-    let is_status = matches!(request, Request::Status);
+    let is_status = matches!(request, Request::Status {});
     let response = pipeline.handle(request, Deadline::none()).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();

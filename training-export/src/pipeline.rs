@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use artifacts::ObjectStore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use store::InteractionStore;
 
 use crate::events::{PipelineEvent, PipelineEvents};
@@ -93,34 +93,8 @@ impl Models {
     }
 }
 
-/// An invocation payload.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Request {
-    /// Start a full run (export, import, train, gate, deploy).
-    Run {
-        #[serde(default = "manual")]
-        trigger: String,
-    },
-    /// Start an export-only run.
-    Export {
-        #[serde(default = "manual")]
-        trigger: String,
-    },
-    /// Advance the active run, if any (the 10-minute schedule).
-    Advance,
-    /// Report the latest runs.
-    Status,
-    /// Put back the version that was live before the last deploy.
-    Rollback {
-        #[serde(default = "manual")]
-        trigger: String,
-    },
-}
-
-fn manual() -> String {
-    "manual".into()
-}
+/// An invocation payload: the type every sender shares (`schemas::pipeline`).
+pub use schemas::PipelineRequest as Request;
 
 /// A run, as reported to whoever invoked.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -261,10 +235,15 @@ pub struct Pipeline {
 impl Pipeline {
     pub async fn handle(&self, request: Request, deadline: Deadline) -> Result<Response, PipelineError> {
         match request {
-            Request::Run { trigger } => self.start(RunKind::Full, &trigger, deadline).await,
+            Request::Run { trigger, request_id } => {
+                if let Some(request_id) = &request_id {
+                    tracing::info!(%request_id, %trigger, "run requested by an event");
+                }
+                self.start(RunKind::Full, &trigger, deadline).await
+            }
             Request::Export { trigger } => self.start(RunKind::ExportOnly, &trigger, deadline).await,
             Request::Rollback { trigger } => self.rollback(&trigger, deadline).await,
-            Request::Advance => match self.runs.active().await? {
+            Request::Advance {} => match self.runs.active().await? {
                 Some(run) => {
                     let run = self.advance(run, deadline).await?;
                     Ok(Response {
@@ -283,7 +262,7 @@ impl Pipeline {
                     runs: vec![],
                 }),
             },
-            Request::Status => {
+            Request::Status {} => {
                 let runs = self.runs.recent(10).await?;
                 let active = runs.iter().find(|r| r.is_active()).map(|r| r.run_id.clone());
                 Ok(Response {
@@ -990,23 +969,5 @@ mod tests {
             TrainingMode::Full,
             "weekly FULL"
         );
-    }
-
-    #[test]
-    fn payloads_parse_and_unknown_ones_are_refused() {
-        let parse = |s: &str| serde_json::from_str::<Request>(s);
-        assert_eq!(
-            parse(r#"{"action":"run","trigger":"schedule"}"#).unwrap(),
-            Request::Run { trigger: "schedule".into() }
-        );
-        assert_eq!(parse(r#"{"action":"export"}"#).unwrap(), Request::Export { trigger: "manual".into() });
-        assert_eq!(parse(r#"{"action":"status"}"#).unwrap(), Request::Status);
-        assert_eq!(parse(r#"{"action":"advance"}"#).unwrap(), Request::Advance);
-        assert_eq!(
-            parse(r#"{"action":"rollback"}"#).unwrap(),
-            Request::Rollback { trigger: "manual".into() }
-        );
-        assert!(parse(r#"{"action":"retrain"}"#).is_err());
-        assert!(parse(r#"{"action":"run","triger":"typo"}"#).is_err());
     }
 }

@@ -230,7 +230,7 @@ async fn an_export_run_through_dynamodb_s3_and_eventbridge() {
     assert_eq!((run.status, run.rows), ("Done", Some(1_200)));
     let manifest = export::read_manifest(&objects, &format!("exports/{}", run.run_id)).await.unwrap();
     assert_eq!(manifest.rows, 1_200);
-    let status = pipeline.handle(Request::Status, Deadline::none()).await.unwrap();
+    let status = pipeline.handle(Request::Status {}, Deadline::none()).await.unwrap();
     assert_eq!(status.runs.len(), 1);
     assert_eq!(status.active_run_id, None);
 }
@@ -254,7 +254,7 @@ async fn without_personalize_the_embedded_model_is_published_in_the_bucket() {
         settings: Settings::default(),
         progress: None,
     };
-    let run = pipeline.handle(Request::Run { trigger: "schedule".into() }, Deadline::none()).await.unwrap();
+    let run = pipeline.handle(Request::run("schedule", None), Deadline::none()).await.unwrap();
     let run = run.run.unwrap();
     assert_eq!(run.status, "Done", "{run:?}");
     let version = run.deployed.unwrap();

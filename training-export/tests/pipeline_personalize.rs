@@ -382,13 +382,13 @@ impl World {
             if !run.is_active() {
                 return run;
             }
-            self.pipeline.handle(Request::Advance, Deadline::none()).await.unwrap();
+            self.pipeline.handle(Request::Advance {}, Deadline::none()).await.unwrap();
         }
         panic!("run {run_id} did not end in 40 invocations");
     }
 
     fn run_request() -> Request {
-        Request::Run { trigger: "schedule".into() }
+        Request::run("schedule", None)
     }
 }
 
@@ -452,7 +452,7 @@ async fn a_crash_after_any_step_resumes_with_one_import_job_and_one_solution_ver
                 run = Some(current);
                 break;
             }
-            let _ = w.pipeline.handle(Request::Advance, Deadline::none()).await;
+            let _ = w.pipeline.handle(Request::Advance {}, Deadline::none()).await;
         }
         let run = run.unwrap_or_else(|| panic!("crash on save {crash_on_save}: the run never ended"));
         let saves = *w.runs.saves.lock().unwrap();
@@ -511,7 +511,7 @@ async fn throttled_describes_leave_the_run_where_it_was() {
     let run_id = w.send(World::run_request()).await.run.unwrap().run_id;
     w.fake.lock().unwrap().throttle = 2;
     for _ in 0..2 {
-        let response = w.send(Request::Advance).await;
+        let response = w.send(Request::Advance {}).await;
         assert_eq!(response.run.as_ref().unwrap().status, "Importing");
         let last_error = response.run.unwrap().last_error.unwrap();
         assert!(last_error.contains("ThrottlingException"), "{last_error}");
@@ -575,7 +575,7 @@ async fn a_second_run_is_refused_with_the_active_runs_id() {
         assert_eq!(refused.outcome, "refused");
         assert_eq!(refused.active_run_id.as_deref(), Some(first.run_id.as_str()));
     }
-    let status = w.send(Request::Status).await;
+    let status = w.send(Request::Status {}).await;
     assert_eq!(status.active_run_id.as_deref(), Some(first.run_id.as_str()));
     assert_eq!(status.runs.len(), 1);
 }
@@ -639,14 +639,14 @@ async fn an_invocation_leaves_a_run_alone_while_another_holds_it() {
     assert_eq!(run.lease_until, None, "a finished invocation releases its lease");
     run.lease_until = Some(now() + 600);
     w.runs.save(&mut run).await.unwrap();
-    let response = w.send(Request::Advance).await;
+    let response = w.send(Request::Advance {}).await;
     assert_eq!(response.run.unwrap().status, "Importing");
     assert_eq!(describes(), before, "Personalize was not asked again");
     // The holder died: once the lease expires, the next invocation carries on.
     let mut run = w.runs.get(&run_id).await.unwrap().unwrap();
     run.lease_until = Some(now() - 1);
     w.runs.save(&mut run).await.unwrap();
-    w.send(Request::Advance).await;
+    w.send(Request::Advance {}).await;
     assert_eq!(describes(), before + 1);
     assert_eq!(w.advance_to_the_end(&run_id).await.state, RunState::Done);
 }

@@ -263,15 +263,14 @@ async fn a_nightly_run_against_moto_and_the_personalize_standin() {
         settings: Settings { training_mode: TrainingMode::Full, ..Settings::default() },
         progress: None,
     };
-    let started =
-        pipeline.handle(Request::Run { trigger: "schedule".into() }, Deadline::none()).await.unwrap();
+    let started = pipeline.handle(Request::run("schedule", None), Deadline::none()).await.unwrap();
     let run_id = started.run.unwrap().run_id;
     let mut run = runs.get(&run_id).await.unwrap().unwrap();
     for _ in 0..20 {
         if !run.is_active() {
             break;
         }
-        pipeline.handle(Request::Advance, Deadline::none()).await.unwrap();
+        pipeline.handle(Request::Advance {}, Deadline::none()).await.unwrap();
         run = runs.get(&run_id).await.unwrap().unwrap();
     }
     assert_eq!(run.state, RunState::Done, "{:?} (last error {:?})", run.state, run.last_error);
@@ -304,7 +303,7 @@ async fn a_nightly_run_against_moto_and_the_personalize_standin() {
         if !rolled.is_active() {
             break;
         }
-        pipeline.handle(Request::Advance, Deadline::none()).await.unwrap();
+        pipeline.handle(Request::Advance {}, Deadline::none()).await.unwrap();
         rolled = runs.get(&rollback_id).await.unwrap().unwrap();
     }
     assert_eq!(rolled.state, RunState::Done);
