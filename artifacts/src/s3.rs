@@ -24,7 +24,9 @@ pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// Builds an S3 client from shared configuration, with path-style addressing when a
 /// custom endpoint (`AWS_ENDPOINT_URL`, moto) is configured: such endpoints rarely
-/// resolve `bucket.host` names.
+/// resolve `bucket.host` names. Timeouts come from `config`: pass it through
+/// `aws_failure::timeouts` (`timeouts.s3.apply(&aws)`), whose S3 bounds leave room for a
+/// part upload.
 pub fn client(config: &aws_config::SdkConfig) -> Client {
     let s3_config =
         aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some()).build();

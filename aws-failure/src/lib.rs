@@ -5,9 +5,16 @@
 //! Why one place: `DisplayErrorContext` prints the whole raw response (headers, body, SDK
 //! internals) and each adapter used to keep its own list of "try again" codes, which drifted.
 //! Every SDK crate re-exports the same smithy `SdkError`, so one function serves them all.
+//!
+//! [`timeouts`] is the other half of "how an AWS call can fail": the bounds every client
+//! is built with, so that a call which will never answer fails as a timeout instead.
+
+pub mod timeouts;
+
+use std::error::Error as StdError;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -44,6 +51,12 @@ pub struct Failure {
     pub summary: String,
     /// Whether the same request may succeed later.
     pub retryable: bool,
+    /// Whether the request may have reached the service and taken effect although the call
+    /// failed: a timeout, a 5xx, a connection lost or a response unreadable after the request
+    /// went out. False only when the service refused it (4xx, throttling) or it was never sent
+    /// (not built, no connection). Only a caller whose call is not idempotent cares
+    /// (SES `SendEmail`, say).
+    pub ambiguous: bool,
 }
 
 /// Reads a failed SDK call. `also_transient` adds codes that are transient for this caller only
@@ -63,15 +76,57 @@ where
                 status: Some(status),
                 summary: summary(err),
                 retryable: status == 429 || status >= 500 || transient_code,
+                ambiguous: status >= 500,
             }
         }
         // Our request could not be built: a bug, and the same bug next time.
         SdkError::ConstructionFailure(_) => {
-            Failure { code: None, status: None, summary: summary(err), retryable: false }
+            Failure { code: None, status: None, summary: summary(err), retryable: false, ambiguous: false }
         }
         // Timeouts, connection failures and unreadable responses are transient.
-        _ => Failure { code: None, status: None, summary: summary(err), retryable: true },
+        _ => Failure {
+            code: None,
+            status: None,
+            summary: summary(err),
+            retryable: true,
+            ambiguous: may_have_been_sent(err),
+        },
     }
+}
+
+/// Whether a failed call's request may have reached the service. Conservative: "yes"
+/// unless the failure proves otherwise, because a wrong "no" repeats a non-idempotent
+/// call while a wrong "yes" only delays its retry.
+///
+/// * not built ([`SdkError::ConstructionFailure`]), refused by the HTTP client before
+///   sending (a user error), or no connection was ever made (refused, DNS, TLS handshake,
+///   connect timeout): not sent;
+/// * the service answered: it was sent; whether it *took effect* is the status's business
+///   (see [`Failure::ambiguous`]);
+/// * a timeout of the attempt or the operation, a connection lost after it was made, a
+///   response that could not be read: may have been sent.
+pub fn may_have_been_sent<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::ConstructionFailure(_) => false,
+        SdkError::DispatchFailure(dispatch) => match dispatch.as_connector_error() {
+            Some(connector) => !(connector.is_user() || never_connected(connector)),
+            None => true,
+        },
+        _ => true,
+    }
+}
+
+/// The connection was never established: the SDK's hyper client says `Connect` for a
+/// refused connection, a failed DNS lookup or TLS handshake and a connect timeout alike.
+fn never_connected(err: &ConnectorError) -> bool {
+    let mut next: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<hyper_util::client::legacy::Error>().is_some_and(|h| h.is_connect()) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// One line for a failed SDK call: the service's code, message and status when it answered.
@@ -126,6 +181,7 @@ mod tests {
         assert_eq!(failure.code.as_deref(), Some("ValidationException"));
         assert_eq!(failure.status, Some(400));
         assert!(!failure.retryable);
+        assert!(!failure.ambiguous, "a 4xx is a refusal");
     }
 
     #[test]
@@ -137,6 +193,26 @@ mod tests {
         assert!(classify(&answered("Whatever", "x", 429), &[]).retryable);
         assert!(classify(&answered("Whatever", "x", 500), &[]).retryable);
         assert!(!classify(&answered("AccessDeniedException", "no", 403), &[]).retryable);
+    }
+
+    #[test]
+    fn a_5xx_or_a_timeout_may_have_taken_effect_and_a_refusal_did_not() {
+        assert!(classify(&answered("InternalFailure", "oops", 500), &[]).ambiguous);
+        assert!(classify(&answered("ServiceUnavailable", "later", 503), &[]).ambiguous);
+        assert!(!classify(&answered("TooManyRequestsException", "slow", 429), &[]).ambiguous);
+        let timeout: SdkError<ServiceFault, HttpResponse> = SdkError::timeout_error("deadline");
+        assert!(classify(&timeout, &[]).ambiguous);
+        let unreadable: SdkError<ServiceFault, HttpResponse> = SdkError::response_error(
+            "truncated",
+            HttpResponse::new(200.try_into().unwrap(), SdkBody::from("{")),
+        );
+        assert!(classify(&unreadable, &[]).ambiguous, "a 200 that did not parse may well have worked");
+        let lost: SdkError<ServiceFault, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io("connection reset by peer".into()));
+        assert!(classify(&lost, &[]).ambiguous);
+        let refused_by_client: SdkError<ServiceFault, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::user("bad header".into()));
+        assert!(!classify(&refused_by_client, &[]).ambiguous);
     }
 
     #[test]
@@ -156,5 +232,6 @@ mod tests {
         let bug: SdkError<ServiceFault, HttpResponse> =
             SdkError::ConstructionFailure(ConstructionFailure::builder().source("missing field").build());
         assert!(!classify(&bug, &[]).retryable);
+        assert!(!classify(&bug, &[]).ambiguous);
     }
 }

@@ -155,12 +155,20 @@ async fn publish(detail_type: &str, detail: &str, bus: &str) -> ExitCode {
             return ExitCode::from(EXIT_REJECTED);
         }
     };
+    let timeouts = match aws_failure::timeouts::AwsTimeouts::from_env() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     if aws.region().is_none() {
         eprintln!("error: publishing needs AWS configuration: set AWS_REGION (and credentials)");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let publisher = EventPublisher::new(aws_sdk_eventbridge::Client::new(&aws), bus);
+    let publisher =
+        EventPublisher::new(aws_sdk_eventbridge::Client::new(&timeouts.eventbridge.apply(&aws)), bus);
     match publisher.publish(&event).await {
         Ok(id) => {
             println!(

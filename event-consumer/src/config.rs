@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_failure::timeouts::AwsTimeouts;
 use schemas::EmailAddress;
 use store::dynamodb::DynamoInteractionStore;
 use store::embedded::EmbeddedStore;
@@ -188,27 +189,31 @@ impl ConsumerConfig {
         self.validate(runtime)?;
         let sender = self.sender()?;
         let aws = if self.needs_aws() {
-            Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+            // Every client's timeouts (overridable, see `aws_failure::timeouts`), read once here.
+            let timeouts = AwsTimeouts::from_env().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            Some((aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await, timeouts))
         } else {
             None
         };
         let aws = aws.as_ref();
 
         let store: Arc<dyn InteractionStore> = match (present(&self.interactions_table), aws) {
-            (Some(table), Some(aws)) => {
-                Arc::new(DynamoInteractionStore::new(aws_sdk_dynamodb::Client::new(aws), table))
-            }
+            (Some(table), Some((aws, t))) => Arc::new(DynamoInteractionStore::new(
+                aws_sdk_dynamodb::Client::new(&t.dynamodb.apply(aws)),
+                table,
+            )),
             _ => Arc::new(EmbeddedStore::open_in(&self.data_dir)?),
         };
         let ledger: Arc<dyn IdempotencyLedger> = match (present(&self.idempotency_table), aws) {
-            (Some(table), Some(aws)) => {
-                Arc::new(DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), table))
+            (Some(table), Some((aws, t))) => {
+                Arc::new(DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.dynamodb.apply(aws)), table))
             }
             _ => Arc::new(EmbeddedLedger::open_in(&self.data_dir)?),
         };
         let mailer: Arc<dyn Mailer> = match (self.mail_transport, aws) {
-            (MailTransport::Ses, Some(aws)) => {
-                let ses = SesMailer::new(aws_sdk_sesv2::Client::new(aws));
+            (MailTransport::Ses, Some((aws, t))) => {
+                // One attempt whatever the shared configuration says: see `SesMailer::new`.
+                let ses = SesMailer::new(aws_sdk_sesv2::Client::new(&t.ses.apply(aws)));
                 match present(&self.ses_configuration_set) {
                     Some(set) => Arc::new(ses.with_configuration_set(set)),
                     None => Arc::new(ses),
@@ -217,9 +222,10 @@ impl ConsumerConfig {
             _ => Arc::new(OutboxMailer::in_data_dir(&self.data_dir)),
         };
         let retrain: Arc<dyn RetrainTrigger> = match (present(&self.training_export_function), aws, runtime) {
-            (Some(function), Some(aws), _) => {
-                Arc::new(LambdaRetrainTrigger::new(aws_sdk_lambda::Client::new(aws), function))
-            }
+            (Some(function), Some((aws, t)), _) => Arc::new(LambdaRetrainTrigger::new(
+                aws_sdk_lambda::Client::new(&t.lambda.apply(aws)),
+                function,
+            )),
             (_, _, Runtime::Lambda) => {
                 tracing::warn!(
                     "TRAINING_EXPORT_FUNCTION is not set: ranking.requestUpdate events will be refused"

@@ -11,7 +11,9 @@
 //!    transport's message id. A redelivery that finds *done* sends nothing; one that
 //!    finds a live claim fails with a retryable [`ConsumerError::InProgressElsewhere`]
 //!    (Lambda retries a minute later); a claim whose lease ran out (its holder
-//!    crashed) may be taken over. A send that fails releases the claim at once.
+//!    crashed) may be taken over. A send that fails for certain (SES refused it, or it
+//!    never left) releases the claim at once; one that may have gone out anyway
+//!    ([`ConsumerError::may_have_taken_effect`]) keeps it until the lease expires.
 //! 3. **Retrain** (`ranking.requestUpdate`): the same claim/done protocol around
 //!    starting a training-export run, so a redelivered request starts one run.
 //!
@@ -23,7 +25,11 @@
 //! `CLAIM_LEASE_SECS`) must be longer than one delivery can take (the Lambda
 //! timeout), or a slow but alive delivery could be overtaken; when that happens the
 //! late finisher logs a warning (`Completion::RecordedAfterTakeover`). The same
-//! holds for an ambiguous SES failure (a timeout after the request went out).
+//! holds for an ambiguous SES failure (a timeout, a 5xx, a connection lost after the
+//! request went out): SES is called once, without SDK retries, the claim is kept, and
+//! redeliveries within the lease send nothing; the first delivery after it sends
+//! again, which is a duplicate only if SES had in fact accepted the first email.
+//! Keep `SES_TIMEOUT_MS` well under the lease.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -326,6 +332,13 @@ impl Consumer {
             Ok((receipt, outbox_file)) => {
                 self.record_done(&key, &token, &receipt).await?;
                 Ok(EffectOutcome::Performed { receipt, outbox_file })
+            }
+            Err(err) if err.may_have_taken_effect() => {
+                // Releasing would let the next delivery repeat an effect that may have
+                // happened; the lease decides when trying again is worth the risk.
+                tracing::warn!(effect_key = %key, error = %err, lease_secs = self.lease.as_secs(),
+                    "the effect may have happened although it failed; keeping the claim until its lease expires");
+                Err(err)
             }
             Err(err) => {
                 // The effect did not happen: free the claim so a retry need not wait.

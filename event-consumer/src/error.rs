@@ -46,6 +46,17 @@ impl ConsumerError {
         }
     }
 
+    /// Whether the effect being performed may have happened although this failed (an SES
+    /// send that timed out after the request went out). The consumer then keeps the claim
+    /// until its lease expires rather than releasing it for an immediate repeat.
+    pub fn may_have_taken_effect(&self) -> bool {
+        match self {
+            ConsumerError::Mail(e) => e.may_have_been_sent(),
+            // A repeated retrain start is recognised by its request id downstream.
+            _ => false,
+        }
+    }
+
     /// A short stable name for the kind of failure (Lambda's `errorType`, metrics).
     pub fn kind(&self) -> &'static str {
         match self {

@@ -282,6 +282,47 @@ async fn an_unrecorded_send_blocks_redeliveries_until_the_lease_expires() {
     assert_eq!(mailer.total_sends(), 2);
 }
 
+/// An SES call that timed out may have sent the email: the claim is kept, so
+/// redeliveries within the lease send nothing, and only after it does a delivery try again.
+#[tokio::test]
+async fn an_ambiguous_send_failure_keeps_the_claim_until_the_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = EmbeddedLedger::open_in(dir.path()).unwrap();
+    let mailer = Arc::new(TimingOutMailer::default());
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(1_795_168_800));
+    let clock_now = now.clone();
+    let clock: event_consumer::consumer::Clock =
+        Arc::new(move || clock_now.load(std::sync::atomic::Ordering::SeqCst));
+    let consumer = Consumer::new(
+        Arc::new(EmbeddedStore::open_in(dir.path()).unwrap()),
+        mailer.clone(),
+        Arc::new(ledger.clone()),
+        Arc::new(RecordingRetrain::default()),
+        sender(),
+    )
+    .with_lease(Duration::from_secs(60))
+    .with_clock(clock);
+    let raw = enrollment("ev-ambiguous", "s-1", "A1", "an@example.com");
+    let key = EffectKey::new(Effect::ConfirmationEmail, EventId::parse("ev-ambiguous").unwrap());
+
+    let err = consumer.handle_json(&raw).await.unwrap_err();
+    assert!(
+        matches!(err, ConsumerError::Mail(_)) && err.is_retryable() && err.may_have_taken_effect(),
+        "{err}"
+    );
+    assert!(ledger.row_blocking(&key).unwrap().is_some(), "the claim is kept, not released");
+
+    now.fetch_add(59, std::sync::atomic::Ordering::SeqCst);
+    let err = consumer.handle_json(&raw).await.unwrap_err();
+    assert!(matches!(err, ConsumerError::InProgressElsewhere { .. }), "{err}");
+    assert_eq!(mailer.attempts.load(std::sync::atomic::Ordering::SeqCst), 1, "no resend inside the lease");
+
+    now.fetch_add(2, std::sync::atomic::Ordering::SeqCst);
+    let err = consumer.handle_json(&raw).await.unwrap_err();
+    assert!(matches!(err, ConsumerError::Mail(_)), "after the lease a delivery tries again: {err}");
+    assert_eq!(mailer.attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_duplicated_reordered_concurrent_deliveries_make_one_of_each() {
     let dir = tempfile::tempdir().unwrap();

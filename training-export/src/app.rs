@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
 use artifacts::{DirectoryStore, ObjectStore, S3Store};
+use aws_failure::timeouts::{AwsTimeouts, Service};
 use store::InteractionStore;
 use store::dynamodb::DynamoInteractionStore;
 use store::embedded::EmbeddedStore;
@@ -32,17 +33,23 @@ pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline>
         );
     }
     let aws = if config.uses_aws() {
-        Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+        // Every client's timeouts (overridable, see `aws_failure::timeouts`), read once here.
+        let timeouts = AwsTimeouts::from_env().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        Some((aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await, timeouts))
     } else {
         None
     };
-    let aws = || aws.as_ref().expect("loaded when any AWS resource is configured");
+    let aws_for = |service: Service| {
+        let (aws, timeouts) = aws.as_ref().expect("loaded when any AWS resource is configured");
+        timeouts.get(service).apply(aws)
+    };
     let store_path = config.data_dir.join(store::embedded::FILE_NAME);
 
     let interactions: Arc<dyn InteractionStore> = match &config.interactions_table {
-        Some(table) => {
-            Arc::new(DynamoInteractionStore::new(aws_sdk_dynamodb::Client::new(aws()), table.clone()))
-        }
+        Some(table) => Arc::new(DynamoInteractionStore::new(
+            aws_sdk_dynamodb::Client::new(&aws_for(Service::DynamoDb)),
+            table.clone(),
+        )),
         None => {
             let store = EmbeddedStore::open(&store_path)?;
             if let Some(seeded) = store::demo::seed_if_empty(&store)? {
@@ -53,23 +60,29 @@ pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline>
     };
     let objects: Arc<dyn ObjectStore> = match &config.data_bucket {
         Some(bucket) => Arc::new(
-            S3Store::new(artifacts::s3::client(aws()), bucket.clone())
+            S3Store::new(artifacts::s3::client(&aws_for(Service::S3)), bucket.clone())
                 .with_part_size(config.part_size_mib as usize * 1024 * 1024)?,
         ),
         None => Arc::new(DirectoryStore::new(&config.data_dir)),
     };
     let runs: Arc<dyn RunStore> = match &config.runs_table {
-        Some(table) => Arc::new(DynamoRunStore::new(aws_sdk_dynamodb::Client::new(aws()), table.clone())),
+        Some(table) => Arc::new(DynamoRunStore::new(
+            aws_sdk_dynamodb::Client::new(&aws_for(Service::DynamoDb)),
+            table.clone(),
+        )),
         None => Arc::new(EmbeddedRunStore::open(&store_path).context("opening the embedded run store")?),
     };
     let events: Arc<dyn PipelineEvents> = match &config.event_bus_name {
-        Some(bus) => Arc::new(EventBridgeEvents::new(aws_sdk_eventbridge::Client::new(aws()), bus.clone())),
+        Some(bus) => Arc::new(EventBridgeEvents::new(
+            aws_sdk_eventbridge::Client::new(&aws_for(Service::EventBridge)),
+            bus.clone(),
+        )),
         None => Arc::new(LocalEvents::new(config.data_dir.join(EVENTS_FILE))),
     };
     let (models, fallback_models) = match config.personalize()? {
         Some(resources) => (
             Models::Personalize(Arc::new(AwsPersonalize::new(
-                aws_sdk_personalize::Client::new(aws()),
+                aws_sdk_personalize::Client::new(&aws_for(Service::Personalize)),
                 resources,
             ))),
             Some(embedded_trainer(config, objects.clone())?),

@@ -42,8 +42,12 @@ pub struct MailReceipt {
 pub enum MailError {
     /// The message never contains addresses: SES names identities in some errors,
     /// and those are scrubbed before the error is built (see [`scrub_addresses`]).
+    ///
+    /// `may_have_been_sent`: the request may have reached SES and the email may be on its
+    /// way (a timeout, a 5xx, a connection lost after sending). The consumer then keeps
+    /// its claim until the lease expires instead of freeing it for an immediate resend.
     #[error("SES SendEmail failed ({code}): {message}")]
-    Ses { code: String, message: String, retryable: bool },
+    Ses { code: String, message: String, retryable: bool, may_have_been_sent: bool },
     #[error("outbox {path}: {source}")]
     Outbox {
         path: PathBuf,
@@ -55,6 +59,12 @@ pub enum MailError {
 }
 
 impl MailError {
+    /// Whether the email may have gone out although sending failed. Only SES can be unsure;
+    /// the outbox knows whether it wrote its file.
+    pub fn may_have_been_sent(&self) -> bool {
+        matches!(self, MailError::Ses { may_have_been_sent: true, .. })
+    }
+
     /// Throttling, 5xx, timeouts and disk hiccups pass; a rejected message does not.
     pub fn is_retryable(&self) -> bool {
         match self {

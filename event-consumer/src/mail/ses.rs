@@ -3,10 +3,14 @@
 //!
 //! SES has no idempotency key for `SendEmail`: two calls send two emails. The
 //! consumer's ledger is what makes a send happen once per event; see
-//! [`crate::consumer`] for the one narrow window that remains.
+//! [`crate::consumer`] for the one narrow window that remains. So the client makes
+//! exactly one attempt (the SDK's own retry would resend after a timeout), bounded by
+//! `SES_TIMEOUT_MS` (see [`aws_failure::timeouts`]), and a failure says whether the email
+//! may have gone out anyway ([`MailError::may_have_been_sent`]).
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
+use aws_sdk_sesv2::config::retry::RetryConfig;
 use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
@@ -21,8 +25,16 @@ pub struct SesMailer {
 }
 
 impl SesMailer {
+    /// Sends through `client`, with its retries turned off whatever it was built with.
     pub fn new(client: Client) -> Self {
-        Self { client, configuration_set: None }
+        let one_attempt =
+            client.config().to_builder().retry_config(RetryConfig::standard().with_max_attempts(1)).build();
+        Self { client: Client::from_conf(one_attempt), configuration_set: None }
+    }
+
+    /// The client the mailer sends through (its configuration, for tests).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Sends through a configuration set (bounce and complaint tracking).
@@ -37,6 +49,7 @@ fn utf8(data: &str) -> Result<Content, MailError> {
         code: "BuildRequest".into(),
         message: e.to_string(),
         retryable: false,
+        may_have_been_sent: false,
     })
 }
 
@@ -50,7 +63,12 @@ impl Mailer for SesMailer {
         // Lets bounce and delivery notifications be traced back to the event.
         let tag =
             MessageTag::builder().name("eventId").value(file_stem(&email.event_id)).build().map_err(|e| {
-                MailError::Ses { code: "BuildRequest".into(), message: e.to_string(), retryable: false }
+                MailError::Ses {
+                    code: "BuildRequest".into(),
+                    message: e.to_string(),
+                    retryable: false,
+                    may_have_been_sent: false,
+                }
             })?;
         let output = self
             .client
@@ -67,7 +85,13 @@ impl Mailer for SesMailer {
     }
 }
 
-/// Sorts an SES failure into "try again later" or "this email will never go".
+/// Sorts an SES failure into "try again later" or "this email will never go", and says
+/// whether it may have gone out all the same.
+///
+/// Ambiguous (the email may be on its way): a timeout, a 5xx, a connection lost or a
+/// response unreadable after the request went out. Definite (nothing was sent): a 4xx
+/// (validation, rejection, throttling), a request that could not be built, a connection
+/// that was never made. See [`aws_failure::may_have_been_sent`].
 pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
     match &err {
         SdkError::ServiceError(service) => {
@@ -83,6 +107,8 @@ pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
                 code: e.code().unwrap_or("Unknown").to_owned(),
                 message: format!("{} (HTTP {status})", scrub_addresses(e.message().unwrap_or("no message"))),
                 retryable,
+                // SES may have queued the email before failing to say so.
+                may_have_been_sent: status >= 500,
             }
         }
         // Our request could not be built: a bug, and the same bug next time.
@@ -90,12 +116,14 @@ pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
             code: "ConstructionFailure".into(),
             message: scrub_addresses(&aws_failure::summary(&err)),
             retryable: false,
+            may_have_been_sent: false,
         },
         // Timeouts, connection failures, unreadable responses: transient.
         _ => MailError::Ses {
-            code: "Transport".into(),
+            code: if matches!(err, SdkError::TimeoutError(_)) { "Timeout" } else { "Transport" }.into(),
             message: scrub_addresses(&aws_failure::summary(&err)),
             retryable: true,
+            may_have_been_sent: aws_failure::may_have_been_sent(&err),
         },
     }
 }
@@ -104,7 +132,6 @@ pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
 mod tests {
     use super::*;
     use crate::mail::RenderedEmail;
-    use aws_sdk_sesv2::config::retry::RetryConfig;
     use aws_sdk_sesv2::operation::send_email::SendEmailOutput;
     use aws_sdk_sesv2::types::error::{MessageRejected, TooManyRequestsException};
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
@@ -165,11 +192,12 @@ mod tests {
         let mailer = SesMailer::new(client);
 
         let err = mailer.send(&email()).await.unwrap_err();
-        assert!(err.is_retryable(), "{err}");
+        assert!(err.is_retryable() && !err.may_have_been_sent(), "throttled: refused, not sent: {err}");
         let err = mailer.send(&email()).await.unwrap_err();
         assert!(err.is_retryable() && err.to_string().contains("503"), "{err}");
+        assert!(err.may_have_been_sent(), "a 5xx leaves it open whether SES queued the email");
         let err = mailer.send(&email()).await.unwrap_err();
-        assert!(!err.is_retryable(), "{err}");
+        assert!(!err.is_retryable() && !err.may_have_been_sent(), "{err}");
         assert!(!err.to_string().contains('@'), "addresses are scrubbed: {err}");
         let receipt = mailer.send(&email()).await.unwrap();
         assert_eq!(receipt, MailReceipt { message_id: "ses-1".into(), outbox_file: None });

@@ -105,6 +105,7 @@ impl<M: Mailer> Mailer for CountingMailer<M> {
                 code: "TooManyRequestsException".into(),
                 message: "Maximum sending rate exceeded.".into(),
                 retryable: true,
+                may_have_been_sent: false,
             });
         }
         let receipt = self.inner.send(email).await?;
@@ -119,7 +120,32 @@ pub struct RejectingMailer;
 #[async_trait]
 impl Mailer for RejectingMailer {
     async fn send(&self, _email: &OutgoingEmail) -> Result<MailReceipt, MailError> {
-        Err(MailError::Ses { code: "MessageRejected".into(), message: "rejected".into(), retryable: false })
+        Err(MailError::Ses {
+            code: "MessageRejected".into(),
+            message: "rejected".into(),
+            retryable: false,
+            may_have_been_sent: false,
+        })
+    }
+}
+
+/// A mailer whose calls time out after the request went out: SES may or may not have
+/// accepted the email. Counts the attempts.
+#[derive(Default)]
+pub struct TimingOutMailer {
+    pub attempts: AtomicUsize,
+}
+
+#[async_trait]
+impl Mailer for TimingOutMailer {
+    async fn send(&self, _email: &OutgoingEmail) -> Result<MailReceipt, MailError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        Err(MailError::Ses {
+            code: "Timeout".into(),
+            message: "operation timeout (all attempts including retries) occurred after 5s".into(),
+            retryable: true,
+            may_have_been_sent: true,
+        })
     }
 }
 
