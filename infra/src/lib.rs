@@ -140,8 +140,16 @@ pub const FUNCTIONS: [Function; 3] = [
             "PersonalizeNamePrefix",
             "PersonalizeImportRole",
             "TrainingExportLogGroup",
+            "TrainingExportFailedInvocationsQueue",
         ],
-        platform: &LOGS,
+        platform: &[
+            LOGS[0],
+            LOGS[1],
+            PlatformGrant {
+                action: "sqs:SendMessage",
+                why: "Lambda sends an invocation that failed every retry to the on-failure queue with the function's role",
+            },
+        ],
     },
 ];
 
