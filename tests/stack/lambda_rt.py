@@ -549,7 +549,7 @@ class LambdaFunction:
                                      f"{spec.memory_mb} MB)"}
             kill = True
         if error is not None:
-            out = json.dumps(error).encode()
+            out = json.dumps(error, separators=(",", ":")).encode()
             function_error = "Unhandled"
         elif inv.error_body is not None:
             error = _error_dict(inv.error_body, inv.error_type_header)

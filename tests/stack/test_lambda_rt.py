@@ -19,9 +19,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from lambda_rt import (  # noqa: E402
+from .lambda_rt import (
     FunctionSpec,
     InvokeError,
     LambdaFunction,
@@ -362,12 +360,33 @@ def test_ranking_api_health_through_api_gateway_event(make, tmp_path):
     assert json.loads(resp["body"])["status"] == "ok"
 
 
-def test_event_consumer_starts_and_answers(make, tmp_path):
-    fn = make("consumer", binary("event-consumer"), {"DATA_DIR": str(tmp_path / "d")})
-    r = fn.invoke(b'{"not": "an eventbridge event"}')
-    # Whatever the consumer makes of it, the runtime protocol must have produced an answer.
-    assert r.error is None or r.error.get("errorType"), r
+def test_event_consumer_needs_aws_config_in_lambda(make, tmp_path):
+    fn = make("consumer-noconf", binary("event-consumer"), {"DATA_DIR": str(tmp_path / "d")})
+    r = fn.invoke(json.dumps(consumer_fixture("student_enrolled.json")).encode())
+    assert r.error["errorType"] == "Runtime.ExitError", r
+    assert "IDEMPOTENCY_TABLE" in (tmp_path / "logs" / "consumer-noconf.log").read_text()
+
+
+def consumer_fixture(name: str) -> dict:
+    return json.loads((ROOT / "event-consumer" / "tests" / "fixtures" / name).read_text())
+
+
+def test_event_consumer_bad_event_is_non_retryable(make, tmp_path):
+    env = {
+        "DATA_DIR": str(tmp_path / "d"),
+        "INTERACTIONS_TABLE": "interactions",
+        "IDEMPOTENCY_TABLE": "ledger",
+        "MAIL_TRANSPORT": "ses",
+        "EMAIL_SENDER": "no-reply@student-system.test",
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    }
+    fn = make("consumer", binary("event-consumer"), env)
+    r = fn.invoke(json.dumps(consumer_fixture("bad_invalid_email.json")).encode())
     assert r.cold_start
+    assert r.function_error == "Unhandled", r
+    assert r.error["errorType"].startswith("NonRetryable."), r.error
 
 
 # ------------------------------------------------------------------------ Invoke REST API
