@@ -447,9 +447,22 @@ class LambdaFunction:
             return list(self._history)
 
     def stop(self) -> None:
-        """Kill the process and the async worker; queued async invokes are dropped."""
+        """Kill the process and the async worker; queued async invokes are dropped.
+
+        An async invoke in flight ends with its current attempt (not retried, no on_failure).
+        """
         self._stopped = True
+        dropped = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            dropped += item is not None
         self._queue.put(None)
+        with self._idle:
+            self._outstanding -= dropped
+            self._idle.notify_all()
         with self._state_lock:
             sb, self._sandbox = self._sandbox, None
         if sb is not None:
@@ -727,6 +740,12 @@ class Lambdas:
     def stop(self) -> None:
         for fn in self:
             fn.stop()
+
+    def wait_idle(self, timeout: float) -> None:
+        """Every function's async queue drained, within one overall timeout."""
+        end = time.monotonic() + timeout
+        for fn in self:
+            fn.wait_idle(max(0.0, end - time.monotonic()))
 
     def handle_invoke(self, path: str, headers: Mapping[str, str],
                       body: bytes) -> tuple[int, dict[str, str], bytes]:

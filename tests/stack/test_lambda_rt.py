@@ -264,6 +264,16 @@ def test_wait_idle_times_out(make, fake_bootstrap):
     fn.wait_idle(20)
 
 
+def test_stop_drops_queued_async_invokes(make, fake_bootstrap):
+    fn = make("fake-async-stop", fake_bootstrap)
+    for _ in range(3):
+        fn.invoke_async(b'{"sleep": 0.5}')
+    time.sleep(0.3)
+    fn.stop()
+    fn.wait_idle(5)
+    assert len(fn.invocations()) <= 1
+
+
 def test_stopped_function_refuses(make, fake_bootstrap):
     fn = make("fake-stop", fake_bootstrap)
     fn.invoke(b"{}")
