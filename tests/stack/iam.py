@@ -21,6 +21,9 @@ What it covers is what our templates and the requests of our functions need, fol
   true, and Null tests exactly that.
 
 No policy variables, no resource policies, boundaries or SCPs: our functions only use identity policies.
+What it cannot read it refuses with `PolicyError` rather than guess: an unresolved intrinsic or `${...}`
+(a policy variable, or a Fn::Sub left over), an ARN pattern of fewer than six components, an unknown
+condition operator, two policies of one name or two statements of one Sid.
 
 Policies are given as a list of either `{"PolicyName": ..., "PolicyDocument": {...}}` (the shape of an
 AWS::IAM::Role's `Policies`, after intrinsics are resolved) or bare documents (named `#0`, `#1`, ... by
