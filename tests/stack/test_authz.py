@@ -161,9 +161,9 @@ def test_s3_writes_and_multipart_uploads_are_put_object():
     arn = "arn:aws:s3:::stack-data/exports/run-1/interactions.csv"
     for method, query, operation in [
         ("PUT", "x-id=PutObject", "PutObject"),
-        ("POST", "uploads&x-id=CreateMultipartUpload", "CreateMultipartUpload"),
+        ("POST", "uploads", "CreateMultipartUpload"),
         ("PUT", "x-id=UploadPart&partNumber=2&uploadId=u-1", "UploadPart"),
-        ("POST", "uploadId=u-1&x-id=CompleteMultipartUpload", "CompleteMultipartUpload"),
+        ("POST", "uploadId=u-1", "CompleteMultipartUpload"),
     ]:
         result = s3(method, key, query)
         assert pairs(result) == [("s3:PutObject", arn)] and result[0].operation == f"S3 {operation}"
@@ -188,7 +188,7 @@ def test_s3_delete_objects_checks_every_key():
         b"<Object><Key>exports/a.csv</Key></Object><Object><Key>exports/b.csv</Key><VersionId>v</VersionId></Object>"
         b"<Quiet>true</Quiet></Delete>"
     )
-    assert pairs(s3("POST", "/b", "delete&x-id=DeleteObjects", body)) == [
+    assert pairs(s3("POST", "/b", "delete", body)) == [
         ("s3:DeleteObject", "arn:aws:s3:::b/exports/a.csv"),
         ("s3:DeleteObjectVersion", "arn:aws:s3:::b/exports/b.csv"),
     ]
@@ -588,9 +588,9 @@ def training_export_calls() -> list[list[Check]]:
         dynamodb("TransactWriteItems", transact),
         *(dynamodb(op, {"TableName": "stack-runs", "Key": {}}) for op in ("GetItem", "PutItem", "Query")),
         s3("PUT", "/stack-data/exports/run-1/part-0.csv", "x-id=PutObject"),
-        s3("POST", "/stack-data/exports/run-1/interactions.csv", "uploads&x-id=CreateMultipartUpload"),
+        s3("POST", "/stack-data/exports/run-1/interactions.csv", "uploads"),
         s3("PUT", "/stack-data/exports/run-1/interactions.csv", "x-id=UploadPart&partNumber=1&uploadId=u"),
-        s3("POST", "/stack-data/exports/run-1/interactions.csv", "uploadId=u&x-id=CompleteMultipartUpload"),
+        s3("POST", "/stack-data/exports/run-1/interactions.csv", "uploadId=u"),
         s3("DELETE", "/stack-data/exports/run-1/interactions.csv", "x-id=AbortMultipartUpload&uploadId=u"),
         s3("PUT", "/stack-data/model-candidates/run-1.json", "x-id=PutObject"),
         s3("GET", "/stack-data/models/current.json", "x-id=GetObject"),
