@@ -41,6 +41,9 @@ class Check:
     context: dict[str, str | list[str]] = field(default_factory=dict)
     operation: str = ""
 
+    def __hash__(self) -> int:  # the context is a dict: hash its canonical JSON, so checks go in sets
+        return hash((self.action, self.resource, json.dumps(self.context, sort_keys=True), self.operation))
+
 
 class UnknownRequest(ValueError):
     """A request this module cannot map to IAM checks. Never guess: an unmapped request is a gap in the

@@ -660,6 +660,12 @@ def test_every_sdk_grant_is_needed_by_some_call(roles, role, calls):
         assert any(refused(reduced, result) for result in requests), f"nothing needs {statement_id}"
 
 
+def test_checks_compare_and_hash_by_value():
+    a = Check("ses:SendEmail", "arn:x", {"ses:Recipients": ["a", "b"], "ses:FromAddress": "f"}, "SES SendEmail")
+    b = Check("ses:SendEmail", "arn:x", {"ses:FromAddress": "f", "ses:Recipients": ["a", "b"]}, "SES SendEmail")
+    assert a == b and len({a, b}) == 1
+
+
 def test_module_is_stdlib_only():
     imported = {line.split()[1].split(".")[0] for line in Path(authz.__file__).read_text().splitlines() if line.startswith(("import ", "from "))}
     assert imported <= {"__future__", "json", "re", "xml", "collections", "dataclasses", "email", "typing", "urllib"}
