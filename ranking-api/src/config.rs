@@ -65,6 +65,12 @@ pub struct Config {
     #[arg(long, env = "DATA_BUCKET")]
     pub data_bucket: Option<String>,
 
+    /// Deadline for one fetch of the model from DATA_BUCKET (`LATEST` and the model file), at start
+    /// and on each refresh: past it the API starts (or keeps serving) without the new model and
+    /// `/health` says why. It must cover downloading a model; the S3 client's own timeouts derive from it.
+    #[arg(long, env = "MODEL_SYNC_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub model_sync_timeout_ms: u64,
+
     /// When set, the local server requires this value in `x-api-key` (in AWS, API Gateway checks keys).
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -90,6 +96,10 @@ pub struct Config {
 impl Config {
     pub fn personalize_timeout(&self) -> Duration {
         Duration::from_millis(self.personalize_timeout_ms)
+    }
+
+    pub fn model_sync_timeout(&self) -> Duration {
+        Duration::from_millis(self.model_sync_timeout_ms)
     }
 
     pub fn answer_cache_bytes(&self) -> usize {
@@ -166,6 +176,16 @@ mod tests {
         assert_eq!(cli.config.addr.to_string(), "127.0.0.1:3000");
         assert_eq!(cli.config.personalize_timeout(), Duration::from_millis(300));
         assert!(!cli.config.uses_personalize());
+        assert_eq!(cli.config.model_sync_timeout(), crate::backends::bucket_models::DEFAULT_SYNC_TIMEOUT);
+    }
+
+    #[test]
+    fn the_model_sync_deadline_is_bounded() {
+        let cli = parse(&["--model-sync-timeout-ms", "250"]).unwrap();
+        assert_eq!(cli.config.model_sync_timeout(), Duration::from_millis(250));
+        for bad in ["0", "99", "120001", "soon"] {
+            assert!(parse(&["--model-sync-timeout-ms", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -124,6 +124,12 @@ pub trait Recommender: Send + Sync {
     async fn recommend(&self, request: &RecommendRequest) -> Result<Ranked, BackendError>;
 
     async fn rerank(&self, request: &RerankRequest) -> Result<Ranked, BackendError>;
+
+    /// Whether this backend has what it needs to answer right now. Personalize always may
+    /// (whether it does is only known by asking); the embedded recommender needs a model.
+    fn is_ready(&self) -> bool {
+        true
+    }
 }
 
 /// Popular items held in memory: the answer of last resort.
@@ -139,6 +145,98 @@ pub trait Fallback: Send + Sync {
     /// a local start (the store's popularity loads in the background) and in a deployment
     /// without a model; `/health` reports it so that callers can tell.
     fn has_data(&self) -> bool;
+
+    /// Why there is no data, when the fallback knows (the 503's message says it).
+    fn why_no_data(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The model the embedded backend or the fallback serves, as `/health` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ModelStatus {
+    pub status: ModelState,
+    /// The version serving now; `null` when none is.
+    #[schema(example = "20261122T042100Z-3fa9c2d1e0b4")]
+    pub version: Option<String>,
+    /// What went wrong the last time a model was fetched or loaded; `null` when nothing did.
+    pub problem: Option<ModelProblem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelState {
+    /// A model is serving and the last fetch and load went well.
+    Loaded,
+    /// A model is serving, but the last fetch or load failed (see `problem`): it may not be the newest.
+    Stale,
+    /// No model has been published yet.
+    Missing,
+    /// No model is serving because fetching or loading it failed (see `problem`).
+    Failed,
+}
+
+impl ModelStatus {
+    pub fn new(version: Option<String>, problem: Option<ModelProblem>) -> Self {
+        let status = match (&version, &problem) {
+            (Some(_), None) => ModelState::Loaded,
+            (Some(_), Some(_)) => ModelState::Stale,
+            (None, None) => ModelState::Missing,
+            (None, Some(_)) => ModelState::Failed,
+        };
+        Self { status, version, problem }
+    }
+}
+
+/// Why a model could not be fetched or loaded: which object, which version, what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelProblem {
+    pub kind: ModelProblemKind,
+    /// The object found wrong: `s3://<bucket>/models/...` or a path on disk.
+    #[schema(example = "s3://ranking-data/models/LATEST")]
+    pub object: String,
+    /// The version concerned, when it is known.
+    #[schema(example = "20261122T042100Z-3fa9c2d1e0b4")]
+    pub version: Option<String>,
+    /// What was wrong, for a person.
+    #[schema(example = "models/LATEST is empty")]
+    pub message: String,
+    /// Whether the next refresh may succeed with nothing republished (a network failure may pass;
+    /// a corrupt file stays corrupt).
+    pub retryable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelProblemKind {
+    /// The model file is not a model this build can load (truncated, checksum, format).
+    CorruptModel,
+    /// `LATEST` is empty or does not hold a version name.
+    BadLatest,
+    /// `LATEST` names a version whose model file does not exist.
+    MissingVersion,
+    /// The bucket did not answer in time, could not be reached, or refused the request.
+    BucketUnreachable,
+    /// A local file (the model directory or the cache of fetched models) could not be read or written.
+    StorageError,
+}
+
+impl fmt::Display for ModelProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModelProblemKind::CorruptModel => "corrupt_model",
+            ModelProblemKind::BadLatest => "bad_latest",
+            ModelProblemKind::MissingVersion => "missing_version",
+            ModelProblemKind::BucketUnreachable => "bucket_unreachable",
+            ModelProblemKind::StorageError => "storage_error",
+        })
+    }
+}
+
+/// Where `/health` reads the model's status: the model slot.
+pub trait ModelHealth: Send + Sync {
+    fn model_status(&self) -> ModelStatus;
 }
 
 /// Students the API has data for: what the demo page offers to pick from.

@@ -20,7 +20,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::port::{Source, StudentDirectory, StudentList};
+use crate::port::{ModelHealth, ModelStatus, Source, StudentDirectory, StudentList};
 use crate::query;
 use crate::service::{RankingResponse, RankingService};
 
@@ -37,6 +37,8 @@ struct Shared {
     cors_origins: Vec<String>,
     /// Who `/students` lists; `None` inside Lambda, where the API has no store.
     students: Option<Arc<dyn StudentDirectory>>,
+    /// The embedded model's state for `/health`; `None` when the API serves no model.
+    model: Option<Arc<dyn ModelHealth>>,
     /// `/openapi.json`: the generated document, with this deployment's filter names.
     document: String,
 }
@@ -57,6 +59,7 @@ impl AppState {
             api_key_digest: None,
             cors_origins: Vec::new(),
             students: None,
+            model: None,
             document,
         }))
     }
@@ -74,6 +77,12 @@ impl AppState {
     /// List these students at `/students` (the demo page's picker).
     pub fn with_students(mut self, students: Arc<dyn StudentDirectory>) -> Self {
         self.shared_mut().students = Some(students);
+        self
+    }
+
+    /// Report this model's state (version, and what went wrong fetching or loading it) at `/health`.
+    pub fn with_model_health(mut self, model: Arc<dyn ModelHealth>) -> Self {
+        self.shared_mut().model = Some(model);
         self
     }
 
@@ -331,15 +340,20 @@ pub struct Health {
     /// a local start while the store's popularity loads, and in a deployment without a model.
     #[serde(rename = "fallbackReady")]
     pub fallback_ready: bool,
+    /// The embedded model (which the embedded backend and, inside Lambda, the fallback answer from):
+    /// the version serving and, when the last fetch or load failed, which object and why. `null`
+    /// when the API serves no model. A problem here never takes the API down: it answers without it.
+    pub model: Option<ModelStatus>,
 }
 
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The API is up", body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The API is up (even when its model is not: see `model`)", body = Health)))]
 async fn health(State(state): State<AppState>) -> Json<Health> {
     let service = &state.0.service;
     Json(Health {
         status: "ok",
         backend: service.backend_source(),
         fallback_ready: service.fallback_has_data(),
+        model: state.0.model.as_ref().map(|m| m.model_status()),
     })
 }
 

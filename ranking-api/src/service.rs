@@ -88,9 +88,14 @@ impl RankingService {
                 };
                 let Some(items) = items else {
                     tracing::error!(%reason, "the fallback has no data either; answering 503");
+                    let why = match self.fallback.why_no_data() {
+                        // The embedded backend already said it (the same slot backs both).
+                        Some(why) if why != detail => format!(" ({why})"),
+                        _ => String::new(),
+                    };
                     return Err(ApiError::Unavailable {
                         message: format!(
-                            "no recommendations available ({reason}: {detail}), and no popular items to fall back on"
+                            "no recommendations available ({reason}: {detail}), and no popular items to fall back on{why}"
                         ),
                         retry_after_seconds: RETRY_AFTER_SECONDS,
                     });

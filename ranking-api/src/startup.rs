@@ -2,6 +2,10 @@
 //! Lambda or a local socket.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_failure::timeouts::{AwsTimeouts, ClientTimeouts};
 
 use store::embedded::EmbeddedStore;
 use tracing_subscriber::EnvFilter;
@@ -11,7 +15,7 @@ use crate::backends::embedded::{EmbeddedRecommender, ModelFallback, ModelSlot, t
 use crate::backends::personalize::{PersonalizeRecommender, client_config};
 use crate::backends::popularity::{PopularFallback, SharedPopularity};
 use crate::config::{Cli, Command, Config};
-use crate::port::{Fallback, Recommender};
+use crate::port::{Fallback, ModelProblem, Recommender};
 use crate::routes::{AppState, router};
 use crate::service::RankingService;
 
@@ -40,7 +44,9 @@ pub async fn build_state(
     lambda: bool,
 ) -> Result<(AppState, Option<EmbeddedStore>), BoxError> {
     let aws = if config.uses_personalize() || config.data_bucket.is_some() {
-        Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+        // Every client's timeouts (overridable, see `aws_failure::timeouts`), read once here.
+        let timeouts = AwsTimeouts::from_env().map_err(|e| format!("configuration: {e}"))?;
+        Some((aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await, timeouts))
     } else {
         None
     };
@@ -63,26 +69,37 @@ pub async fn build_state(
         (SharedPopularity::default(), Some(store))
     };
 
+    // Nothing a model file, `LATEST` or the bucket holds (or fails to answer) stops the start:
+    // the slot stays empty or on an older version, `/health` says why, a refresh recovers.
     let slot = match (&config.data_bucket, &store) {
         (Some(bucket), _) => {
-            let base = aws.as_ref().expect("loaded when DATA_BUCKET is set");
-            let objects = Arc::new(artifacts::S3Store::new(artifacts::s3::client(base), bucket.clone()));
+            let (base, timeouts) = aws.as_ref().expect("loaded when DATA_BUCKET is set");
+            let s3 = artifacts::s3::client(&s3_config(base, timeouts.s3, config.model_sync_timeout()));
+            let objects = Arc::new(artifacts::S3Store::new(s3, bucket.clone()));
             let cache = if lambda {
                 std::env::temp_dir().join("ranking-models")
             } else {
                 config.data_dir.join("model-cache")
             };
-            let models = Arc::new(BucketModels::new(objects, cache.clone()));
-            if let Err(e) = models.sync().await {
-                tracing::warn!(error = %e, bucket = %bucket, "could not fetch the latest model; answering without one");
-            }
-            let slot = Arc::new(ModelSlot::open(&cache)?);
+            let models =
+                Arc::new(BucketModels::new(objects, cache.clone()).with_timeout(config.model_sync_timeout()));
+            let fetched = models.sync().await;
+            let slot = Arc::new(ModelSlot::open(&cache));
+            record_sync(&slot, fetched);
             follow_bucket(models, slot.clone(), config.refresh_every());
             Some(slot)
         }
         (None, Some(store)) => {
-            let slot = Arc::new(ModelSlot::open(&config.data_dir.join("models"))?);
-            if slot.current().is_none() && store.count_blocking()? > 0 {
+            let slot = Arc::new(ModelSlot::open(&config.data_dir.join("models")));
+            if let Some(problem) = slot.problem() {
+                // A broken model directory is the pipeline's to fix; training over it would hide that.
+                tracing::warn!(
+                    kind = %problem.kind,
+                    object = %problem.object,
+                    "the model directory holds a model that does not load: answering from popular items \
+                     until a good version is published (GET /health says why)"
+                );
+            } else if slot.current().is_none() && store.count_blocking()? > 0 {
                 tracing::info!(
                     "no model yet: training the first one from the embedded store in the background"
                 );
@@ -103,7 +120,8 @@ pub async fn build_state(
     };
 
     let backend: Option<Arc<dyn Recommender>> = if config.uses_personalize() {
-        let base = aws.as_ref().expect("loaded when Personalize is configured");
+        // Personalize Runtime has its own budget (PERSONALIZE_TIMEOUT_MS, one attempt): see `client_config`.
+        let (base, _) = aws.as_ref().expect("loaded when Personalize is configured");
         let client =
             aws_sdk_personalizeruntime::Client::from_conf(client_config(base, config.personalize_timeout()));
         tracing::info!(
@@ -137,6 +155,9 @@ pub async fn build_state(
     let service = RankingService::new(backend, fallback);
     let mut state =
         AppState::new(service, config.filters.0.clone()).with_cors_origins(config.cors_origins.clone());
+    if let Some(slot) = &slot {
+        state = state.with_model_health(slot.clone());
+    }
     if store.is_some() {
         state = state.with_students(Arc::new(popularity.clone()));
     }
@@ -151,25 +172,56 @@ pub async fn build_state(
     Ok((state, store))
 }
 
+/// The S3 client's bounds for the model sync: the workspace's S3 timeouts (`S3_*_TIMEOUT_MS`), each
+/// cut to the sync's own deadline (`MODEL_SYNC_TIMEOUT_MS`), which no call of it may outlast.
+pub fn s3_config(base: &SdkConfig, s3: ClientTimeouts, sync_timeout: Duration) -> SdkConfig {
+    let bounded = ClientTimeouts {
+        connect: s3.connect.min(sync_timeout),
+        attempt: s3.attempt.min(sync_timeout),
+        operation: s3.operation.min(sync_timeout),
+    };
+    bounded.apply(base)
+}
+
+/// Tells the slot how the last copy from the bucket went, for `/health`.
+fn record_sync(slot: &ModelSlot, fetched: Result<Option<String>, ModelProblem>) {
+    match fetched {
+        Ok(version) => {
+            if let Some(version) = version {
+                tracing::info!(%version, "fetched a model from the bucket");
+            }
+            slot.record_fetch(None);
+        }
+        // Logged by the slot when it first appears.
+        Err(problem) => slot.record_fetch(Some(problem)),
+    }
+}
+
 /// Copies new model versions from the bucket and swaps them in, every `every`.
-fn follow_bucket(models: Arc<BucketModels>, slot: Arc<ModelSlot>, every: std::time::Duration) {
+pub fn follow_bucket(
+    models: Arc<BucketModels>,
+    slot: Arc<ModelSlot>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
-            match models.sync().await {
-                Ok(Some(version)) => tracing::info!(%version, "fetched a newer model from the bucket"),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "model fetch failed; still serving the previous model"),
-            }
-            let slot = slot.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || slot.refresh()).await {
-                tracing::warn!(error = %e, "model refresh failed; still serving the previous model");
-            }
+            refresh_from_bucket(&models, &slot).await;
         }
-    });
+    })
+}
+
+/// One refresh from the bucket: copy what `LATEST` names if it is new and loads, then swap it in.
+/// Failures are recorded on the slot (`/health`) and logged once; the model serving keeps serving.
+pub async fn refresh_from_bucket(models: &BucketModels, slot: &Arc<ModelSlot>) {
+    record_sync(slot, models.sync().await);
+    let slot = slot.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || slot.refresh()).await {
+        tracing::warn!(error = %e, "model refresh task failed");
+    }
 }
 
 /// The whole program: `main` only parses the command line and calls this.

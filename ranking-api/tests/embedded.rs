@@ -79,7 +79,7 @@ async fn a_student_who_took_a_gets_b_first() {
 #[tokio::test]
 async fn no_model_yet_means_popular_items_and_says_so() {
     let data = test_data(ROWS);
-    let slot = Arc::new(ModelSlot::open(&data.dir.path().join("models")).unwrap());
+    let slot = Arc::new(ModelSlot::open(&data.dir.path().join("models")));
     let service = RankingService::new(
         Some(Arc::new(EmbeddedRecommender::new(slot))),
         Arc::new(PopularFallback::new(data.popularity.clone())),

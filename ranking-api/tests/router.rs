@@ -237,7 +237,7 @@ async fn without_a_backend_every_answer_is_a_flagged_fallback() {
         "/health",
     )
     .await;
-    assert_eq!(health, json!({"status": "ok", "backend": null, "fallbackReady": false}));
+    assert_eq!(health, json!({"status": "ok", "backend": null, "fallbackReady": false, "model": null}));
 }
 
 #[tokio::test]

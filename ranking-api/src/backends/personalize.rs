@@ -30,11 +30,17 @@ pub struct PersonalizeRecommender {
     timeout: Duration,
 }
 
-/// Client settings for the request path: one attempt inside a hard deadline. A
+/// Client settings for the request path: one attempt inside a hard deadline
+/// (`PERSONALIZE_TIMEOUT_MS`) that bounds the connection, the attempt and the operation. A
 /// retry that cannot finish within the deadline is worth less than the fallback now.
 pub fn client_config(base: &aws_config::SdkConfig, timeout: Duration) -> aws_sdk_personalizeruntime::Config {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(timeout)
+        .operation_attempt_timeout(timeout)
+        .operation_timeout(timeout)
+        .build();
     aws_sdk_personalizeruntime::config::Builder::from(base)
-        .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).connect_timeout(timeout).build())
+        .timeout_config(timeouts)
         .retry_config(RetryConfig::disabled())
         .build()
 }

@@ -58,7 +58,7 @@ pub fn published_model(data: &TestData) -> Arc<ModelSlot> {
     let rows: Vec<recommender::InteractionRow> = data.interactions.iter().map(Into::into).collect();
     let model = recommender::train(rows, &recommender::TrainConfig::default()).unwrap();
     recommender::ModelRegistry::open(&models).unwrap().publish(&model).unwrap();
-    Arc::new(ModelSlot::open(&models).unwrap())
+    Arc::new(ModelSlot::open(&models))
 }
 
 /// The local composition: embedded model and popular-items fallback over `ROWS`.
