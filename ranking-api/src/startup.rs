@@ -96,8 +96,8 @@ pub async fn build_state(
                 tracing::warn!(
                     kind = %problem.kind,
                     object = %problem.object,
-                    "the model directory holds a model that does not load: answering from popular items \
-                     until a good version is published (GET /health says why)"
+                    "no usable model in the model directory: answering from popular items until a good \
+                     version is published (GET /health says why)"
                 );
             } else if slot.current().is_none() && store.count_blocking()? > 0 {
                 tracing::info!(
