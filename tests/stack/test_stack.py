@@ -1,0 +1,382 @@
+"""The story, on the deployed stack offline (see `stack.py` for what plays what).
+
+1. **The Personalize-free deployment** (no campaign parameters). Last term is in the interactions table;
+   this term's events go on the bus, the template's rules hand them to the consumer, which stores
+   interactions and sends confirmations through SES; bad events end in the dead-letter queue after Lambda's
+   retries. A `ranking.requestUpdate` makes the consumer invoke training-export, whose run exports, trains
+   the embedded model, gates and publishes it; a new API instance serves it from the bucket.
+2. **Personalize.** The operator bootstraps a campaign from that export (with the import role) and updates
+   the stack with its ARN. A second `ranking.requestUpdate` runs export → import → train → gate → campaign
+   update, carried by the advance schedule; the API answers from Personalize, and from the bucket's model
+   when Personalize throttles.
+3. **Canaries.** Every statement of every role, taken away alone, must deny a request the story made; every
+   payload one part sends another is accepted as sent and refused once broken, visibly.
+
+Every AWS request is checked against its caller's role; one denial fails the story.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import story
+from tests.e2e.story import CLASS_A, CLASS_B, NEWCOMER
+
+from . import iam
+from .stack import Deployment, boto, deploy, update
+
+SUMMARY = Path(os.environ.get("STACK_SUMMARY", Path(__file__).resolve().parents[2] / "target" / "stack" / "summary.json"))
+SENDER = "no-reply@school.example.edu"
+PARAMETERS = {"EmailSender": SENDER, "SesIdentity": "school.example.edu"}
+
+
+class Phases:
+    def __init__(self):
+        self.started = self.lap = time.monotonic()
+        self.laps: list[tuple[str, float]] = []
+
+    def __call__(self, what: str) -> None:
+        now = time.monotonic()
+        self.laps.append((what, now - self.lap))
+        print(f"[stack] {what}: {now - self.lap:.1f} s", flush=True)
+        self.lap = now
+
+
+def run_of(answer: bytes) -> dict:
+    return json.loads(answer)["run"]
+
+
+def pipeline_status(dep: Deployment) -> dict:
+    result = dep.function("TrainingExportFunction").invoke(b'{"action":"status"}')
+    assert result.function_error is None, result.payload
+    return json.loads(result.payload)
+
+
+def finish_run(dep: Deployment, known: set[str], limit: int = 30) -> dict:
+    """The advance schedule fires until the newest run not in `known` ends (each tick is one
+    asynchronous invoke, as the 10-minute schedule makes it); `known` gains its id."""
+    for tick in range(limit):
+        dep.settle()
+        runs = [r for r in pipeline_status(dep).get("runs", []) if r["runId"] not in known]
+        if runs:
+            run = max(runs, key=lambda r: (r["createdAt"], r["runId"]))
+            if run["status"] in ("Done", "Failed", "Rejected"):
+                known.add(run["runId"])
+                print(f"[stack] run {run['runId']} {run['status']} after {tick} advance ticks", flush=True)
+                return run
+        dep.fire("AdvanceSchedule")
+    raise AssertionError(f"no new run finished: {pipeline_status(dep)}")
+
+
+def sent_emails(dep: Deployment) -> list[dict]:
+    with urllib.request.urlopen(f"{dep.backends.moto}/moto-api/data.json", timeout=30) as response:
+        data = json.load(response)
+    return [m for m in data.get("ses", {}).get("Message", []) if m.get("source", "").endswith(SENDER)]
+
+
+def load_last_term(dep: Deployment) -> int:
+    """The platform's history, already in the table before this deployment (as the e2e AWS story has it)."""
+    dynamodb = boto("dynamodb", dep.backends.moto)
+    table = dep.name("InteractionsTable")
+    event_types = {"student.enrolled": "enrolled", "student.submitAssignment": "submitAssignment"}
+    items = [
+        {
+            "userId": {"S": e.detail["studentId"]},
+            "eventId": {"S": e.id},
+            "itemId": {"S": e.detail["classId"]},
+            "timestamp": {"N": str(int(e.time.timestamp()))},
+            "eventType": {"S": event_types[e.detail_type]},
+        }
+        for e in story.interactions(story.rest_of_school())
+    ]
+    for start in range(0, len(items), 25):
+        requests = {table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]}
+        while requests:
+            requests = dynamodb.batch_write_item(RequestItems=requests)["UnprocessedItems"]
+    return len(items)
+
+
+def count_items(dep: Deployment, logical_id: str) -> int:
+    dynamodb = boto("dynamodb", dep.backends.moto)
+    return sum(
+        page["Count"]
+        for page in dynamodb.get_paginator("scan").paginate(TableName=dep.name(logical_id), Select="COUNT")
+    )
+
+
+def envelope(e: story.Event) -> dict:
+    return {"source": e.source, "detail-type": e.detail_type, "detail": e.detail}
+
+
+def new_instance(dep: Deployment, logical_id: str) -> None:
+    """A new instance of the function (Lambda scales out or recycles): the next invoke is a cold start."""
+    fn = dep.function(logical_id)
+    spec = fn.spec
+    fn.stop()
+    dep.lambdas.add(spec)
+
+
+STATE: dict = {}
+
+
+def test_the_story_on_the_deployed_stack(world, template, binaries, work):
+    backends, ledger, proxy, callers = world
+    phase = Phases()
+    name = f"stk{int(time.time()) % 100000}"
+    dep = deploy(template, name, PARAMETERS, backends, binaries, work, ledger, proxy, callers)
+    STATE["dep"] = dep
+    phase("deployed (Personalize-free)")
+
+    # ---- API Gateway: keys exactly where the template wants them ---------------------------------------
+    stage = dep.stack.values["ApiStageName"]
+    assert dep.api("GET", f"/{stage}/health", key=False).status == 200
+    assert dep.api("GET", f"/{stage}/openapi.json", key=False).status == 200
+    refused = dep.api("GET", f"/{stage}/ranking/{NEWCOMER}", key=False)
+    assert refused.status == 403 and refused.json() == {"message": "Forbidden"}, refused
+    assert dep.api("GET", f"/{stage}/ranking/{NEWCOMER}", headers={"x-api-key": "wrong"}, key=False).status == 403
+    assert dep.api("GET", f"/{stage}/nowhere").status == 403, "API Gateway's answer to an unknown route"
+    # The keyless routes are throttled at the stage: a burst past KeylessThrottleBurstLimit sees 429s.
+    burst = int(dep.stack.values["KeylessThrottleBurstLimit"])
+    statuses = Counter(dep.api("GET", f"/{stage}/openapi.json", key=False).status for _ in range(burst + 10))
+    assert statuses[429] >= 5 and statuses[200] >= burst - 2, statuses
+    before = dep.api("GET", f"/{stage}/ranking/{NEWCOMER}?numResults=5")
+    assert before.status in (200, 503), before
+    phase("API Gateway checks")
+
+    # ---- this term through the bus --------------------------------------------------------------------
+    last_term = load_last_term(dep)
+    this_term = story.a_and_b_students() + story.newcomer() + story.announcements()
+    dep.publish([envelope(e) for e in this_term])
+    no_email = {
+        "source": "api.student",
+        "detail-type": "student.enrolled",
+        "detail": {"studentId": "s-bad-0002", "classId": CLASS_A},
+    }
+    dep.publish([no_email])
+    dep.settle(timeout=300)
+    phase(f"{len(this_term) + 1} events delivered")
+    stored = count_items(dep, "InteractionsTable")
+    assert stored == last_term + len(story.interactions(this_term)), stored
+    emails = sent_emails(dep)
+    assert Counter(a for m in emails for a in m["destinations"]["ToAddresses"]) == Counter(
+        e.detail["email"] for e in story.enrollments(this_term)
+    ), "exactly one confirmation per enrollment"
+    dead = dep.messages("EventConsumerDeadLetterQueue")
+    assert len(dead) == 1, dead
+    assert dead[0]["requestContext"]["condition"] == "RetriesExhausted"
+    assert dead[0]["requestContext"]["approximateInvokeCount"] == 3, "two retries, as EventInvokeConfig says"
+    assert dead[0]["requestPayload"]["detail"] == no_email["detail"]
+
+    # ---- a retrain asked on the bus: consumer → Invoke → training-export ------------------------------
+    runs: set[str] = set()
+    dep.publish([{"source": "api.ranking", "detail-type": "ranking.requestUpdate", "detail": {"trigger": "manual"}}])
+    run = finish_run(dep, runs)
+    phase("first run (embedded)")
+    assert run["status"] == "Done", run
+    assert run["rows"] == stored, run
+    invoked = [r for r in ledger.records if r.caller.endswith("event-consumer") and r.operation.startswith("Lambda")]
+    assert invoked, "the consumer invoked training-export through the Lambda API"
+    assert dep.messages("TrainingExportFailedInvocationsQueue") == [], "the consumer's payload was accepted"
+    s3 = boto("s3", backends.moto_s3)
+    latest = s3.get_object(Bucket=dep.name("DataBucket"), Key="models/LATEST")["Body"].read().decode().strip()
+    assert latest, "the run published a model"
+
+    new_instance(dep, "RankingApiFunction")
+    answer = dep.api("GET", f"/{stage}/ranking/{NEWCOMER}?numResults=10")
+    assert answer.status == 200, answer
+    served = answer.json()
+    assert served["source"] != "personalize", served
+    assert CLASS_B in [i["itemId"] for i in served["items"]], served
+    STATE["embedded_source"] = served["source"]
+    STATE["first_run"] = run
+
+    # ---- the schedules' payloads are accepted as sent ----------------------------------------------
+    dep.fire("NightlyRunSchedule")
+    dep.settle()
+    nightly = finish_run(dep, runs)
+    assert nightly["status"] in ("Done", "Rejected"), nightly
+    assert dep.messages("TrainingExportFailedInvocationsQueue") == []
+    phase("nightly schedule")
+
+    # ---- Personalize: the operator's bootstrap, then a stack update with the campaign -----------------
+    control = boto("personalize", backends.standin)
+    # The operator imports the first export's folder (Personalize lists it, then reads each CSV).
+    export = f"s3://{dep.name('DataBucket')}/exports/{run['runId']}/"
+    job = control.create_dataset_import_job(
+        jobName="bootstrap",
+        datasetArn=dep.stack.getatt("InteractionsDataset", "DatasetArn"),
+        dataSource={"dataLocation": export},
+        roleArn=dep.arn("PersonalizeImportRole"),
+    )["datasetImportJobArn"]
+    for _ in range(10):
+        status = control.describe_dataset_import_job(datasetImportJobArn=job)["datasetImportJob"]
+        if status["status"] in ("ACTIVE", "CREATE FAILED"):
+            break
+    assert status["status"] == "ACTIVE", status
+    solution = dep.stack.getatt("Solution", "SolutionArn")
+    version = control.create_solution_version(solutionArn=solution, name="bootstrap")["solutionVersionArn"]
+    for _ in range(10):
+        if control.describe_solution_version(solutionVersionArn=version)["solutionVersion"]["status"] == "ACTIVE":
+            break
+    campaign = control.create_campaign(name=f"{name}-campaign", solutionVersionArn=version, minProvisionedTPS=1)[
+        "campaignArn"
+    ]
+    for _ in range(10):
+        if control.describe_campaign(campaignArn=campaign)["campaign"]["status"] == "ACTIVE":
+            break
+    update(dep, {"PersonalizeCampaignArn": campaign})
+    phase("Personalize bootstrapped, stack updated")
+
+    answer = dep.api("GET", f"/{stage}/ranking/{NEWCOMER}?numResults=10")
+    assert answer.status == 200 and answer.json()["source"] == "personalize", answer
+
+    dep.publish([{"source": "api.ranking", "detail-type": "ranking.requestUpdate", "detail": {"trigger": "manual"}}])
+    run = finish_run(dep, runs)
+    phase("second run (Personalize)")
+    assert run["status"] == "Done", run
+    assert run.get("deployed") and run["deployed"] != version, run
+    assert control.describe_campaign(campaignArn=campaign)["campaign"]["solutionVersionArn"] == run["deployed"]
+
+    answer = dep.api("GET", f"/{stage}/ranking/{NEWCOMER}?numResults=10")
+    assert answer.status == 200 and answer.json()["source"] == "personalize", answer
+    # Personalize throttles: the answer comes from the bucket's model, and says so.
+    fault = json.dumps({"operation": "GetRecommendations", "kind": "throttle", "count": None}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{backends.standin}/_standin/faults", data=fault, method="POST",
+                                                  headers={"Content-Type": "application/json"}), timeout=10)
+    try:
+        degraded = dep.api("GET", f"/{stage}/ranking/{NEWCOMER}?numResults=10")
+    finally:
+        urllib.request.urlopen(urllib.request.Request(f"{backends.standin}/_standin/faults", method="DELETE"), timeout=10)
+    assert degraded.status == 200, degraded
+    body = degraded.json()
+    assert body["source"] == "fallback" and body["fallback"]["reason"] == "throttled", body
+    assert body["items"], "the fallback has the bucket's model to answer from"
+    phase("Personalize answers and its fallback")
+
+    # ---- memory: no invocation went past its MemorySize --------------------------------------------
+    for fn in dep.lambdas:
+        for inv in fn.invocations():
+            assert not (inv.error or {}).get("errorType", "").startswith("Runtime.OutOfMemory"), (fn.spec.name, inv)
+    STATE["peak_mb"] = {fn.spec.name: max((i.max_rss_mb for i in fn.invocations()), default=0.0) for fn in dep.lambdas}
+
+    dep.deliver_logs()
+    dep.settle()
+    assert ledger.unrecognised == [], ledger.unrecognised
+    assert dep.errors == [], dep.errors
+    denials = ledger.denials()
+    assert not denials, "\n".join(r.describe_denial() for r in denials)
+    STATE["phases"] = phase.laps
+    STATE["seconds"] = time.monotonic() - phase.started
+
+
+def test_payload_contracts(world):
+    """Each payload one part sends another: accepted as sent (the story ran on them), refused once broken,
+    and the refusal visible where the template sends it."""
+    dep: Deployment = STATE.get("dep") or pytest.fail("the story did not deploy the stack")
+    _, ledger, _, _ = world
+    caught = []
+    fn = dep.function("TrainingExportFunction")
+
+    def refused_visibly(payload: dict, what: str) -> None:
+        fn.invoke_async(json.dumps(payload).encode())
+        dep.settle()
+        failed = dep.messages("TrainingExportFailedInvocationsQueue")
+        assert len(failed) == 1 and failed[0]["requestPayload"] == payload, (what, failed)
+        caught.append(what)
+
+    # consumer → training-export: the payload the consumer sent in the story, with one field too many.
+    sent = [
+        json.loads(i_payload)
+        for i_payload in _consumer_invoke_payloads(dep)
+    ]
+    assert sent and all(p["action"] == "run" and p.get("requestId") for p in sent), sent
+    refused_visibly({**sent[0], "unexpected": True}, "consumer → training-export (an unknown field refused)")
+    # schedules → training-export: each schedule's Input, broken the same way.
+    for schedule in ("NightlyRunSchedule", "AdvanceSchedule"):
+        payload = json.loads(dep.stack.properties(schedule)["Target"]["Input"])
+        refused_visibly({**payload, "unexpected": True}, f"{schedule} → training-export (an unknown field refused)")
+    # pipeline events → PipelineFailedRule: what training-export published reached the alarm topic exactly
+    # when the run failed or was rejected (moto matched the template's pattern on the bus); a copy of a
+    # real one marked Failed alarms, and the same from another source does not.
+    published = _pipeline_events(dep)
+    assert published, "training-export announced its runs on the bus"
+    alarmed = {a["event"]["id"] for a in dep.alarms if a["rule"] == "PipelineFailedRule"}
+    for event in published:
+        expected = event["detail"]["status"] in ("Failed", "Rejected")
+        assert (event["id"] in alarmed) == expected, (event, alarmed)
+    real = published[0]
+    failed = {"source": real["source"], "detail-type": real["detail-type"], "detail": {**real["detail"], "status": "Failed"}}
+    renamed = {**failed, "source": "svc.training_export"}
+    before = len(dep.alarms)
+    dep.publish([failed])
+    dep.settle()
+    assert len(dep.alarms) == before + 1 and dep.alarms[-1]["event"]["detail"]["status"] == "Failed", dep.alarms
+    dep.publish([renamed])
+    dep.settle()
+    assert len(dep.alarms) == before + 1, "another source's event does not alarm"
+    caught.append("training-export → PipelineFailedRule (a Failed run alarms; another source does not)")
+    STATE["contracts"] = caught
+
+
+def test_every_statement_is_needed(world):
+    """Each statement of each role, removed alone, denies at least one request the story made."""
+    dep: Deployment = STATE.get("dep") or pytest.fail("the story did not deploy the stack")
+    _, ledger, _, _ = world
+    caught, unused = [], []
+    roles = sorted({r.role for r in ledger.records} | {c.role for c in dep.callers.values()})
+    for role in roles:
+        if role == "ApiGatewayCloudWatchRole":
+            continue
+        policies = dep.stack.role_policies(role)
+        records = [r for r in ledger.records if r.role == role]
+        for statement_id, _ in iam.statements(role, policies):
+            reduced = iam.without(policies, statement_id)
+            broken = next(
+                (
+                    (r, c)
+                    for r in records
+                    for c in r.checks
+                    if not iam.evaluate(reduced, c.action, c.resource, c.context).allowed
+                ),
+                None,
+            )
+            if broken is None:
+                unused.append(statement_id)
+            else:
+                record, check = broken
+                caught.append(f"{statement_id}: breaks {record.caller}'s {check.operation} ({check.action} on {check.resource})")
+    for line in caught:
+        print(f"[canary] {line}")
+    STATE["statements"] = (caught, unused)
+    contracts = STATE.get("contracts", [])
+    total = len(caught) + len(unused) + 4
+    summary = {
+        "requests": len(ledger.records),
+        "denied": len(ledger.denials()),
+        "canaries": len(caught) + len(contracts),
+        "canaries_total": total,
+        "unused_statements": unused,
+        "by_caller": ledger.by_caller(),
+        "seconds": STATE.get("seconds"),
+        "phases": STATE.get("phases"),
+        "peak_mb": STATE.get("peak_mb"),
+    }
+    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+    SUMMARY.write_text(json.dumps(summary, indent=2))
+    assert not unused, f"statements no request of the story needs: {unused}"
+    assert len(contracts) == 4, contracts
+
+
+def _consumer_invoke_payloads(dep: Deployment) -> list[bytes]:
+    return [payload for caller, payload in dep.invoke_payloads if caller.endswith("event-consumer")]
+
+
+def _pipeline_events(dep: Deployment) -> list[dict]:
+    return list(dep.observed_events)
