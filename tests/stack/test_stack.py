@@ -75,6 +75,12 @@ def finish_run(dep: Deployment, known: set[str], limit: int = 30) -> dict:
     raise AssertionError(f"no new run finished: {pipeline_status(dep)}")
 
 
+def no_denials(dep: Deployment) -> None:
+    """A denied request fails the story here, named, before its consequences do less clearly."""
+    denials = dep.ledger.denials()
+    assert not denials, "\n".join(r.describe_denial() for r in denials)
+
+
 def sent_emails(dep: Deployment) -> list[dict]:
     with urllib.request.urlopen(f"{dep.backends.moto}/moto-api/data.json", timeout=30) as response:
         data = json.load(response)
@@ -162,6 +168,7 @@ def test_the_story_on_the_deployed_stack(world, template, binaries, work):
     dep.publish([no_email])
     dep.settle(timeout=300)
     phase(f"{len(this_term) + 1} events delivered")
+    no_denials(dep)
     stored = count_items(dep, "InteractionsTable")
     assert stored == last_term + len(story.interactions(this_term)), stored
     emails = sent_emails(dep)
@@ -179,6 +186,7 @@ def test_the_story_on_the_deployed_stack(world, template, binaries, work):
     dep.publish([{"source": "api.ranking", "detail-type": "ranking.requestUpdate", "detail": {"trigger": "manual"}}])
     run = finish_run(dep, runs)
     phase("first run (embedded)")
+    no_denials(dep)
     assert run["status"] == "Done", run
     assert run["rows"] == stored, run
     invoked = [r for r in ledger.records if r.caller.endswith("event-consumer") and r.operation.startswith("Lambda")]
@@ -204,6 +212,7 @@ def test_the_story_on_the_deployed_stack(world, template, binaries, work):
     assert nightly["status"] in ("Done", "Rejected"), nightly
     assert dep.messages("TrainingExportFailedInvocationsQueue") == []
     phase("nightly schedule")
+    no_denials(dep)
 
     # ---- Personalize: the operator's bootstrap, then a stack update with the campaign -----------------
     control = boto("personalize", backends.standin)
@@ -240,6 +249,7 @@ def test_the_story_on_the_deployed_stack(world, template, binaries, work):
     dep.publish([{"source": "api.ranking", "detail-type": "ranking.requestUpdate", "detail": {"trigger": "manual"}}])
     run = finish_run(dep, runs)
     phase("second run (Personalize)")
+    no_denials(dep)
     assert run["status"] == "Done", run
     assert run.get("deployed") and run["deployed"] != version, run
     assert control.describe_campaign(campaignArn=campaign)["campaign"]["solutionVersionArn"] == run["deployed"]
