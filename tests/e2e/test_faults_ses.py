@@ -4,12 +4,15 @@ variable the Rust SDK derives from the service id "SESv2"), failing `SendEmail` 
 the retry must send the email, and moto must show exactly one email for the event however often it is
 delivered afterwards.
 
-The injected errors are answered before moto sees the request, i.e. SES refused the send. (If SES accepted
-a send and the answer were lost, the SDK's own retry would send it twice: SendEmail has no idempotency
-key; event-consumer's README names that window.)
+SendEmail has no idempotency key, so the consumer makes one attempt a delivery (no SDK retry). A throttle is
+a refusal: the claim is released and the next delivery sends. A 5xx is ambiguous (SES may have queued the
+email before failing to say so): the claim is kept until its lease (`CLAIM_LEASE_SECS`, 2 s here) expires,
+so a redelivery inside it sends nothing, and the first one after it sends.
 """
 
 from __future__ import annotations
+
+import time
 
 from collections import Counter
 
@@ -35,12 +38,13 @@ def test_a_failing_ses_makes_the_delivery_retryable_and_the_email_goes_exactly_o
             IDEMPOTENCY_TABLE=ledger,
             MAIL_TRANSPORT="ses",
             EMAIL_SENDER=sender,
+            CLAIM_LEASE_SECS="2",
         )
 
         def deliver(event: story.Event):
             return handle(processes, bins, env, event.json())
 
-        # SES throttles every attempt: the SDK retries, gives up; the delivery is to be retried.
+        # SES throttles: one attempt, refused; the delivery is to be retried.
         proxy.inject(
             ses_error(429, "TooManyRequestsException", "Maximum sending rate exceeded.", operation="SendEmail")
         )
@@ -49,18 +53,23 @@ def test_a_failing_ses_makes_the_delivery_retryable_and_the_email_goes_exactly_o
         assert "temporary failure" in throttled.stderr and "TooManyRequestsException" in throttled.stderr
         assert "@" not in throttled.stderr, "no addresses in what the consumer prints"
         attempts = proxy.calls("SendEmail")
-        assert len(attempts) >= 2 and all(a.faulted for a in attempts), "the SDK retried the throttling"
+        assert len(attempts) == 1 and attempts[0].faulted, "one attempt: the SDK never resends an email"
         assert sent_emails(moto, sender) == []
 
-        # Then 503s: the same again.
+        # Then a 503: ambiguous, so the claim is kept: a redelivery inside the lease does not call SES.
         proxy.clear()
         proxy.inject(ses_error(503, "ServiceUnavailable", "Service unavailable.", operation="SendEmail"))
         unavailable = deliver(enrollment)
         assert unavailable.returncode == TEMPORARY, unavailable.describe()
+        assert len(proxy.calls("SendEmail")) == 2, "one attempt for this delivery too"
+        proxy.clear()
+        held = deliver(enrollment)
+        assert held.returncode == TEMPORARY, held.describe()
+        assert len(proxy.calls("SendEmail")) == 2, "the claim holds until its lease expires: SES is not called"
         assert sent_emails(moto, sender) == []
 
-        # SES is back: the next delivery sends the email.
-        proxy.clear()
+        # SES is back and the lease has run out: the next delivery sends the email.
+        time.sleep(2.5)
         before = len(proxy.calls("SendEmail"))
         sent = deliver(enrollment)
         assert sent.returncode == 0, sent.describe()
@@ -72,11 +81,13 @@ def test_a_failing_ses_makes_the_delivery_retryable_and_the_email_goes_exactly_o
         assert len(proxy.calls("SendEmail")) == before + 1
         assert recipients(sent_emails(moto, sender)) == Counter({story.email_of(story.NEWCOMER): 1})
 
-        # A single throttle is absorbed by the SDK's retry: handled at once, still one email.
+        # A single throttle: that delivery is retried (the claim released at once), the next one sends.
         proxy.inject(
             ses_error(429, "TooManyRequestsException", "Maximum sending rate exceeded.", operation="SendEmail", times=1)
         )
         before = len(proxy.calls("SendEmail"))
+        throttled_once = deliver(second)
+        assert throttled_once.returncode == TEMPORARY, throttled_once.describe()
         absorbed = deliver(second)
         assert absorbed.returncode == 0, absorbed.describe()
         assert [a.faulted for a in proxy.calls("SendEmail")[before:]] == [True, False]
