@@ -7,8 +7,12 @@
 //! Every SDK crate re-exports the same smithy `SdkError`, so one function serves them all.
 //!
 //! [`timeouts`] is the other half of "how an AWS call can fail": the bounds every client
-//! is built with, so that a call which will never answer fails as a timeout instead.
+//! is built with, so that a call which will never answer fails as a timeout instead;
+//! [`config::AwsSetup`] loads the SDK configuration with them, once per process, and
+//! [`lambda`] says whether the process runs in Lambda and names failed invocations.
 
+pub mod config;
+pub mod lambda;
 pub mod timeouts;
 
 use std::error::Error as StdError;

@@ -155,20 +155,21 @@ async fn publish(detail_type: &str, detail: &str, bus: &str) -> ExitCode {
             return ExitCode::from(EXIT_REJECTED);
         }
     };
-    let timeouts = match aws_failure::timeouts::AwsTimeouts::from_env() {
-        Ok(t) => t,
+    let aws = match aws_failure::config::AwsSetup::load().await {
+        Ok(aws) => aws,
         Err(e) => {
             eprintln!("error: configuration: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    if aws.region().is_none() {
+    if aws.shared().region().is_none() {
         eprintln!("error: publishing needs AWS configuration: set AWS_REGION (and credentials)");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let publisher =
-        EventPublisher::new(aws_sdk_eventbridge::Client::new(&timeouts.eventbridge.apply(&aws)), bus);
+    let publisher = EventPublisher::new(
+        aws_sdk_eventbridge::Client::new(&aws.for_service(aws_failure::timeouts::Service::EventBridge)),
+        bus,
+    );
     match publisher.publish(&event).await {
         Ok(id) => {
             println!(

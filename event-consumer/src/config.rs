@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_failure::timeouts::AwsTimeouts;
+use aws_failure::config::AwsSetup;
+use aws_failure::timeouts::Service;
 use schemas::EmailAddress;
 use store::dynamodb::DynamoInteractionStore;
 use store::embedded::EmbeddedStore;
-use store::{InteractionStore, StoreError};
+use store::{InteractionSink, StoreError};
 
 use crate::consumer::{Consumer, EmailSettings};
 use crate::ledger::dynamodb::DynamoLedger;
@@ -33,10 +34,7 @@ pub enum Runtime {
 
 impl Runtime {
     pub fn detect() -> Self {
-        match std::env::var_os("AWS_LAMBDA_RUNTIME_API") {
-            Some(v) if !v.is_empty() => Runtime::Lambda,
-            _ => Runtime::Local,
-        }
+        if aws_failure::lambda::running_in_lambda() { Runtime::Lambda } else { Runtime::Local }
     }
 }
 
@@ -53,7 +51,7 @@ pub enum MailTransport {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsumerConfig {
     /// Folder of the local data: embedded store and ledger (`store.db`), outbox.
-    #[arg(long, env = "DATA_DIR", default_value = "./.data")]
+    #[arg(long, env = "DATA_DIR", default_value = store::embedded::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// DynamoDB table of interactions; the embedded store when unset.
     #[arg(long, env = "INTERACTIONS_TABLE")]
@@ -146,87 +144,82 @@ impl ConsumerConfig {
         Ok(())
     }
 
-    fn needs_aws(&self) -> bool {
-        present(&self.interactions_table).is_some()
-            || present(&self.idempotency_table).is_some()
-            || self.mail_transport == MailTransport::Ses
-            || present(&self.training_export_function).is_some()
+    /// Which adapter serves each port. `describe` and `build` both read this one
+    /// decision, so what the start-up log says is what runs.
+    pub fn composition(&self, runtime: Runtime) -> Composition {
+        let table = |t: &Option<String>| match present(t) {
+            Some(t) => Storage::DynamoDb(t.to_owned()),
+            None => Storage::Embedded(self.data_dir.join(store::embedded::FILE_NAME)),
+        };
+        Composition {
+            interactions: table(&self.interactions_table),
+            ledger: table(&self.idempotency_table),
+            mail: match self.mail_transport {
+                MailTransport::Ses => MailChoice::Ses {
+                    configuration_set: present(&self.ses_configuration_set).map(Into::into),
+                },
+                MailTransport::Outbox => {
+                    MailChoice::Outbox(OutboxMailer::in_data_dir(&self.data_dir).dir().to_path_buf())
+                }
+            },
+            language: self.email_language,
+            retrain: match (present(&self.training_export_function), runtime) {
+                (Some(f), _) => RetrainChoice::Lambda(f.to_owned()),
+                (None, Runtime::Lambda) => RetrainChoice::NotConfigured,
+                (None, Runtime::Local) => RetrainChoice::LocalBinary(self.training_export_bin.clone()),
+            },
+        }
     }
 
     /// One line per port saying which adapter serves it (no addresses).
     pub fn describe(&self, runtime: Runtime) -> Vec<String> {
-        let data = self.data_dir.display();
-        vec![
-            match present(&self.interactions_table) {
-                Some(t) => format!("interactions: DynamoDB table {t}"),
-                None => format!("interactions: embedded store {data}/store.db"),
-            },
-            match present(&self.idempotency_table) {
-                Some(t) => format!("ledger: DynamoDB table {t}"),
-                None => format!("ledger: embedded, in {data}/store.db"),
-            },
-            match self.mail_transport {
-                MailTransport::Ses => format!("mail: SES ({})", self.email_language.as_str()),
-                MailTransport::Outbox => {
-                    format!("mail: outbox {data}/outbox ({})", self.email_language.as_str())
-                }
-            },
-            match (present(&self.training_export_function), runtime) {
-                (Some(f), _) => format!("retrain: Lambda {f}"),
-                (None, Runtime::Lambda) => {
-                    "retrain: not configured (TRAINING_EXPORT_FUNCTION is unset)".into()
-                }
-                (None, Runtime::Local) => match &self.training_export_bin {
-                    Some(path) => format!("retrain: local {}", path.display()),
-                    None => "retrain: local training-export next to this binary".into(),
-                },
-            },
-        ]
+        self.composition(runtime).describe()
     }
 
     /// Validates, then builds the consumer with the adapters this configuration selects.
     pub async fn build(&self, runtime: Runtime) -> Result<Consumer, ConfigError> {
         self.validate(runtime)?;
         let sender = self.sender()?;
-        let aws = if self.needs_aws() {
-            // Every client's timeouts (overridable, see `aws_failure::timeouts`), read once here.
-            let timeouts = AwsTimeouts::from_env().map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            Some((aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await, timeouts))
-        } else {
-            None
+        let composition = self.composition(runtime);
+        // Every client's timeouts (overridable, see `aws_failure::timeouts`), read once here.
+        let aws = match composition.needs_aws() {
+            true => Some(AwsSetup::load().await.map_err(|e| ConfigError::Invalid(e.to_string()))?),
+            false => None,
         };
-        let aws = aws.as_ref();
+        let aws_for = |service: Service| {
+            aws.as_ref().expect("loaded whenever the composition has an AWS adapter").for_service(service)
+        };
 
-        let store: Arc<dyn InteractionStore> = match (present(&self.interactions_table), aws) {
-            (Some(table), Some((aws, t))) => Arc::new(DynamoInteractionStore::new(
-                aws_sdk_dynamodb::Client::new(&t.dynamodb.apply(aws)),
+        let store: Arc<dyn InteractionSink> = match &composition.interactions {
+            Storage::DynamoDb(table) => Arc::new(DynamoInteractionStore::new(
+                aws_sdk_dynamodb::Client::new(&aws_for(Service::DynamoDb)),
                 table,
             )),
-            _ => Arc::new(EmbeddedStore::open_in(&self.data_dir)?),
+            Storage::Embedded(_) => Arc::new(EmbeddedStore::open_in(&self.data_dir)?),
         };
-        let ledger: Arc<dyn IdempotencyLedger> = match (present(&self.idempotency_table), aws) {
-            (Some(table), Some((aws, t))) => {
-                Arc::new(DynamoLedger::new(aws_sdk_dynamodb::Client::new(&t.dynamodb.apply(aws)), table))
+        let ledger: Arc<dyn IdempotencyLedger> = match &composition.ledger {
+            Storage::DynamoDb(table) => {
+                Arc::new(DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws_for(Service::DynamoDb)), table))
             }
-            _ => Arc::new(EmbeddedLedger::open_in(&self.data_dir)?),
+            Storage::Embedded(_) => Arc::new(EmbeddedLedger::open_in(&self.data_dir)?),
         };
-        let mailer: Arc<dyn Mailer> = match (self.mail_transport, aws) {
-            (MailTransport::Ses, Some((aws, t))) => {
+        let mailer: Arc<dyn Mailer> = match &composition.mail {
+            MailChoice::Ses { configuration_set } => {
                 // One attempt whatever the shared configuration says: see `SesMailer::new`.
-                let ses = SesMailer::new(aws_sdk_sesv2::Client::new(&t.ses.apply(aws)));
-                match present(&self.ses_configuration_set) {
+                let ses = SesMailer::new(aws_sdk_sesv2::Client::new(&aws_for(Service::Ses)));
+                match configuration_set {
                     Some(set) => Arc::new(ses.with_configuration_set(set)),
                     None => Arc::new(ses),
                 }
             }
-            _ => Arc::new(OutboxMailer::in_data_dir(&self.data_dir)),
+            MailChoice::Outbox(_) => Arc::new(OutboxMailer::in_data_dir(&self.data_dir)),
         };
-        let retrain: Arc<dyn RetrainTrigger> = match (present(&self.training_export_function), aws, runtime) {
-            (Some(function), Some((aws, t)), _) => Arc::new(LambdaRetrainTrigger::new(
-                aws_sdk_lambda::Client::new(&t.lambda.apply(aws)),
+        let retrain: Arc<dyn RetrainTrigger> = match &composition.retrain {
+            RetrainChoice::Lambda(function) => Arc::new(LambdaRetrainTrigger::new(
+                aws_sdk_lambda::Client::new(&aws_for(Service::Lambda)),
                 function,
             )),
-            (_, _, Runtime::Lambda) => {
+            RetrainChoice::NotConfigured => {
                 tracing::warn!(
                     "TRAINING_EXPORT_FUNCTION is not set: ranking.requestUpdate events will be refused"
                 );
@@ -234,7 +227,7 @@ impl ConsumerConfig {
                     reason: "TRAINING_EXPORT_FUNCTION is not set on the event consumer".into(),
                 })
             }
-            _ => Arc::new(match &self.training_export_bin {
+            RetrainChoice::LocalBinary(path) => Arc::new(match path {
                 Some(path) => LocalTrainingExport::at(path),
                 None => LocalTrainingExport::next_to_current_exe(),
             }),
@@ -247,6 +240,79 @@ impl ConsumerConfig {
             EmailSettings { sender, language: self.email_language },
         )
         .with_lease(Duration::from_secs(self.claim_lease_secs)))
+    }
+}
+
+/// Where a table lives: DynamoDB, or the embedded store's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    DynamoDb(String),
+    Embedded(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailChoice {
+    Ses {
+        configuration_set: Option<String>,
+    },
+    /// `.eml` files in this directory.
+    Outbox(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetrainChoice {
+    /// Invoke this training-export function asynchronously.
+    Lambda(String),
+    /// In Lambda without `TRAINING_EXPORT_FUNCTION`: retrain requests are refused.
+    NotConfigured,
+    /// Run the local training-export binary (this path, or the one next to this executable).
+    LocalBinary(Option<PathBuf>),
+}
+
+/// The adapter chosen for each port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composition {
+    pub interactions: Storage,
+    pub ledger: Storage,
+    pub mail: MailChoice,
+    pub language: Language,
+    pub retrain: RetrainChoice,
+}
+
+impl Composition {
+    pub fn needs_aws(&self) -> bool {
+        matches!(self.interactions, Storage::DynamoDb(_))
+            || matches!(self.ledger, Storage::DynamoDb(_))
+            || matches!(self.mail, MailChoice::Ses { .. })
+            || matches!(self.retrain, RetrainChoice::Lambda(_))
+    }
+
+    pub fn describe(&self) -> Vec<String> {
+        let language = self.language.as_str();
+        vec![
+            match &self.interactions {
+                Storage::DynamoDb(t) => format!("interactions: DynamoDB table {t}"),
+                Storage::Embedded(file) => format!("interactions: embedded store {}", file.display()),
+            },
+            match &self.ledger {
+                Storage::DynamoDb(t) => format!("ledger: DynamoDB table {t}"),
+                Storage::Embedded(file) => format!("ledger: embedded, in {}", file.display()),
+            },
+            match &self.mail {
+                MailChoice::Ses { .. } => format!("mail: SES ({language})"),
+                MailChoice::Outbox(dir) => format!("mail: outbox {} ({language})", dir.display()),
+            },
+            match &self.retrain {
+                RetrainChoice::Lambda(f) => format!("retrain: Lambda {f}"),
+                RetrainChoice::NotConfigured => {
+                    "retrain: not configured (TRAINING_EXPORT_FUNCTION is unset)".into()
+                }
+                RetrainChoice::LocalBinary(Some(path)) => format!("retrain: local {}", path.display()),
+                RetrainChoice::LocalBinary(None) => {
+                    "retrain: local training-export next to this binary".into()
+                }
+            },
+        ]
     }
 }
 
@@ -309,6 +375,24 @@ mod tests {
         ])
         .validate(Runtime::Lambda)
         .unwrap();
+    }
+
+    #[test]
+    fn one_composition_is_described_and_built() {
+        let local = config(&["--data-dir", "/d"]).composition(Runtime::Local);
+        assert!(!local.needs_aws(), "{local:?}");
+        assert_eq!(local.interactions, Storage::Embedded(PathBuf::from("/d/store.db")));
+        assert_eq!(local.mail, MailChoice::Outbox(PathBuf::from("/d/outbox")));
+        assert_eq!(local.retrain, RetrainChoice::LocalBinary(None));
+        let mixed = config(&["--interactions-table", "interactions", "--training-export-function", "te"])
+            .composition(Runtime::Local);
+        assert!(mixed.needs_aws());
+        assert_eq!(mixed.interactions, Storage::DynamoDb("interactions".into()));
+        assert!(matches!(mixed.ledger, Storage::Embedded(_)), "only the table that is set goes to DynamoDB");
+        let lines = mixed.describe();
+        assert_eq!(lines[0], "interactions: DynamoDB table interactions");
+        assert_eq!(lines[3], "retrain: Lambda te");
+        assert_eq!(config(&[]).composition(Runtime::Lambda).retrain, RetrainChoice::NotConfigured);
     }
 
     #[test]

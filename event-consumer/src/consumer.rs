@@ -4,7 +4,7 @@
 //! idempotent by the event id and a retry after a partial failure completes only
 //! what is missing:
 //!
-//! 1. **Interaction** (student events that name a class): `InteractionStore::put`,
+//! 1. **Interaction** (student events that name a class): `InteractionSink::put`,
 //!    keyed by event id; a redelivery finds the first copy and writes nothing.
 //! 2. **Confirmation email** (`student.enrolled`): claim `confirmation-email#<id>`
 //!    in the [ledger](crate::ledger) with a lease → send → record *done* with the
@@ -39,7 +39,7 @@ use std::time::Duration;
 use schemas::events::{AssignmentSubmitted, StudentEnrolled};
 use schemas::{DomainEvent, EmailAddress, EventEnvelope, EventError, EventId, ParsedEvent};
 use serde::Serialize;
-use store::{InteractionStore, PutOutcome};
+use store::{InteractionSink, PutOutcome};
 use tracing::Instrument;
 
 use crate::error::ConsumerError;
@@ -158,7 +158,7 @@ impl Outcome {
 /// The consumer: the ports it writes through and how it words its email.
 #[derive(Clone)]
 pub struct Consumer {
-    store: Arc<dyn InteractionStore>,
+    store: Arc<dyn InteractionSink>,
     mailer: Arc<dyn Mailer>,
     ledger: Arc<dyn IdempotencyLedger>,
     retrain: Arc<dyn RetrainTrigger>,
@@ -169,7 +169,7 @@ pub struct Consumer {
 
 impl Consumer {
     pub fn new(
-        store: Arc<dyn InteractionStore>,
+        store: Arc<dyn InteractionSink>,
         mailer: Arc<dyn Mailer>,
         ledger: Arc<dyn IdempotencyLedger>,
         retrain: Arc<dyn RetrainTrigger>,

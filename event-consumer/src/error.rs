@@ -75,9 +75,8 @@ impl ConsumerError {
 /// look at the dead-letter queue's `ERROR_CODE`/logs tells which is which.
 impl From<ConsumerError> for lambda_runtime::Diagnostic {
     fn from(err: ConsumerError) -> Self {
-        let class = if err.is_retryable() { "Retryable" } else { "NonRetryable" };
         lambda_runtime::Diagnostic {
-            error_type: format!("{class}.{}", err.kind()),
+            error_type: aws_failure::lambda::error_type(err.is_retryable(), err.kind()),
             error_message: err.to_string(),
         }
     }

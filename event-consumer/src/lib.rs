@@ -2,7 +2,7 @@
 //! and manual retrains, each exactly once per event id although EventBridge
 //! delivers at least once and out of order.
 //!
-//! * [`consumer::Consumer`]: the domain, behind four ports: [`store::InteractionStore`],
+//! * [`consumer::Consumer`]: the domain, behind four ports: [`store::InteractionSink`],
 //!   [`mail::Mailer`], [`ledger::IdempotencyLedger`] and [`retrain::RetrainTrigger`],
 //!   each with an AWS adapter and an embedded one.
 //! * [`config::ConsumerConfig`]: the environment, validated, and the composition it selects.

@@ -49,6 +49,8 @@ pub mod evaluate;
 pub mod input;
 pub mod metrics;
 mod model;
+#[cfg(feature = "parquet")]
+pub mod parquet_input;
 pub mod registry;
 pub mod synthetic;
 mod topn;
@@ -57,7 +59,9 @@ mod train;
 pub use algo::ials::IalsParams;
 pub use algo::vector::simd_level;
 pub use codec::{DecodeError, ModelFileError};
-pub use input::{InputError, InteractionRow, read_csv, read_csv_from, read_interactions, read_parquet};
+pub use input::{InputError, InteractionRow, read_csv, read_csv_from, read_interactions};
 pub use model::{CandidateFigures, Model, ModelInfo, ModelSpec, QueryOptions, Recommendations, Selection};
+#[cfg(feature = "parquet")]
+pub use parquet_input::read_parquet;
 pub use registry::{LiveModel, ModelRegistry, Refresh, RegistryError, Version};
 pub use train::{DEFAULT_MEMORY_BUDGET_BYTES, MEMORY_BUDGET_ENV, TrainConfig, TrainError, train, try_train};

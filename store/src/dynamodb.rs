@@ -12,7 +12,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::stream::{self, BoxStream, StreamExt};
 use schemas::{EventId, EventType, Interaction, ItemId, Timestamp, UserId};
 
-use crate::{InteractionStore, PutOutcome, RejectedRecord, ScanPage, StoreError, check_segment};
+use crate::{
+    InteractionSink, InteractionSource, PutOutcome, RejectedRecord, ScanPage, StoreError, check_segment,
+};
 
 pub const USER_ID: &str = "userId";
 pub const EVENT_ID: &str = "eventId";
@@ -132,7 +134,7 @@ fn key_of(item: &HashMap<String, AttributeValue>) -> String {
 }
 
 #[async_trait]
-impl InteractionStore for DynamoInteractionStore {
+impl InteractionSink for DynamoInteractionStore {
     async fn put(&self, interaction: &Interaction) -> Result<PutOutcome, StoreError> {
         let result = self
             .client
@@ -151,7 +153,9 @@ impl InteractionStore for DynamoInteractionStore {
             Err(e) => Err(dynamo_error("PutItem", &self.table, e)),
         }
     }
+}
 
+impl InteractionSource for DynamoInteractionStore {
     fn scan_segment(&self, segment: u32, total: u32) -> BoxStream<'_, Result<ScanPage, StoreError>> {
         if let Err(e) = check_segment(segment, total) {
             return stream::once(async { Err(e) }).boxed();
@@ -166,18 +170,6 @@ impl InteractionStore for DynamoInteractionStore {
             }
         })
         .boxed()
-    }
-
-    async fn is_empty(&self) -> Result<bool, StoreError> {
-        let output = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .limit(1)
-            .send()
-            .await
-            .map_err(|e| dynamo_error("Scan", &self.table, e))?;
-        Ok(output.count() == 0 && output.last_evaluated_key().is_none())
     }
 }
 

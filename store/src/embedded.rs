@@ -11,10 +11,15 @@ use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::{Connection, OptionalExtension, params};
 use schemas::{EventId, EventType, Interaction, ItemId, Timestamp, UserId};
 
-use crate::{InteractionStore, PutOutcome, RejectedRecord, ScanPage, StoreError, check_segment};
+use crate::{
+    InteractionSink, InteractionSource, PutOutcome, RejectedRecord, ScanPage, StoreError, check_segment,
+};
 
 /// File name of the embedded store inside the data directory.
 pub const FILE_NAME: &str = "store.db";
+
+/// Where every function keeps its local data when `DATA_DIR` is not set.
+pub const DEFAULT_DATA_DIR: &str = "./.data";
 
 /// How many rows one scan page holds: large enough to amortise a query, small
 /// enough that memory stays flat however big the table grows.
@@ -256,12 +261,14 @@ impl RawRow {
 }
 
 #[async_trait]
-impl InteractionStore for EmbeddedStore {
+impl InteractionSink for EmbeddedStore {
     async fn put(&self, interaction: &Interaction) -> Result<PutOutcome, StoreError> {
         let interaction = interaction.clone();
         self.run(move |s| s.put_blocking(&interaction)).await
     }
+}
 
+impl InteractionSource for EmbeddedStore {
     fn scan_segment(&self, segment: u32, total: u32) -> BoxStream<'_, Result<ScanPage, StoreError>> {
         if let Err(e) = check_segment(segment, total) {
             return stream::once(async { Err(e) }).boxed();
@@ -276,10 +283,6 @@ impl InteractionStore for EmbeddedStore {
             }
         })
         .boxed()
-    }
-
-    async fn is_empty(&self) -> Result<bool, StoreError> {
-        self.run(|s| s.count_blocking()).await.map(|n| n == 0)
     }
 }
 

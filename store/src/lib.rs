@@ -1,5 +1,6 @@
 //! The interactions store: where every interaction lands before it is exported and
-//! trained on. One port, [`InteractionStore`], with two adapters:
+//! trained on. One port in two narrow halves, [`InteractionSink`] (put) and
+//! [`InteractionSource`] (scan), with two adapters:
 //!
 //! * [`dynamodb::DynamoInteractionStore`] in AWS;
 //! * [`embedded::EmbeddedStore`] on a laptop: SQLite in WAL mode, so the API, the
@@ -9,6 +10,7 @@
 //! event it came from, so a redelivered event finds its first copy and adds nothing.
 
 pub mod demo;
+#[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod embedded;
 
@@ -72,19 +74,24 @@ impl StoreError {
     }
 }
 
-/// The port every component that reads or writes interactions goes through.
+/// The writing half of the port: the event consumer only ever puts.
 #[async_trait]
-pub trait InteractionStore: Send + Sync {
+pub trait InteractionSink: Send + Sync {
     /// Stores `interaction` unless one with the same event id is already stored.
     async fn put(&self, interaction: &Interaction) -> Result<PutOutcome, StoreError>;
+}
 
+/// The reading half of the port: the export (and the API's popularity) only ever scan.
+pub trait InteractionSource: Send + Sync {
     /// Streams segment `segment` of `total` disjoint segments, page by page. Reading
     /// all segments (in parallel, if you like) yields every record exactly once.
     fn scan_segment(&self, segment: u32, total: u32) -> BoxStream<'_, Result<ScanPage, StoreError>>;
-
-    /// True when nothing has been stored yet (used to decide whether to seed demo data).
-    async fn is_empty(&self) -> Result<bool, StoreError>;
 }
+
+/// Both halves, for code that holds a whole store (tests, tools); every adapter is one.
+pub trait InteractionStore: InteractionSink + InteractionSource {}
+
+impl<T: InteractionSink + InteractionSource + ?Sized> InteractionStore for T {}
 
 fn check_segment(segment: u32, total: u32) -> Result<(), StoreError> {
     if total == 0 || segment >= total {

@@ -28,7 +28,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use schemas::Interaction;
 use schemas::interaction::CSV_HEADER_WITH_VALUE;
-use store::{InteractionStore, ScanPage, StoreError};
+use store::{InteractionSource, ScanPage, StoreError};
 
 use crate::manifest::{
     DeltaSummary, ExportedFile, MANIFEST_SCHEMA_VERSION, Manifest, RejectedEntry, RejectedSummary,
@@ -102,7 +102,7 @@ impl ExportError {
 
 /// Reads every segment of the store at once, yielding pages as they arrive: the
 /// parallel Scan, merged into one stream for the single writer.
-pub fn scan_all(store: &dyn InteractionStore, segments: u32) -> BoxStream<'_, Result<ScanPage, StoreError>> {
+pub fn scan_all(store: &dyn InteractionSource, segments: u32) -> BoxStream<'_, Result<ScanPage, StoreError>> {
     let segments = segments.max(1);
     stream::select_all((0..segments).map(|s| store.scan_segment(s, segments))).boxed()
 }
@@ -112,7 +112,7 @@ pub fn scan_all(store: &dyn InteractionStore, segments: u32) -> BoxStream<'_, Re
 /// while the export writes. At most one page per segment waits in the channel; the
 /// tasks stop when the export stops reading.
 pub fn scan_all_in_tasks(
-    store: Arc<dyn InteractionStore>,
+    store: Arc<dyn InteractionSource>,
     segments: u32,
 ) -> BoxStream<'static, Result<ScanPage, StoreError>> {
     let segments = segments.max(1);

@@ -22,7 +22,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 use schemas::{EmailAddress, Interaction};
 use store::embedded::EmbeddedStore;
-use store::{InteractionStore, PutOutcome, ScanPage, StoreError};
+use store::{InteractionSink, InteractionSource, InteractionStore, PutOutcome, ScanPage, StoreError};
 
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
@@ -162,7 +162,7 @@ impl<S> FlakyStore<S> {
 }
 
 #[async_trait]
-impl<S: InteractionStore> InteractionStore for FlakyStore<S> {
+impl<S: InteractionStore> InteractionSink for FlakyStore<S> {
     async fn put(&self, interaction: &Interaction) -> Result<PutOutcome, StoreError> {
         if take_failure(&self.failures_left) {
             return Err(StoreError::Dynamo {
@@ -174,17 +174,15 @@ impl<S: InteractionStore> InteractionStore for FlakyStore<S> {
         }
         self.inner.put(interaction).await
     }
+}
 
+impl<S: InteractionStore> InteractionSource for FlakyStore<S> {
     fn scan_segment(
         &self,
         segment: u32,
         total: u32,
     ) -> futures::stream::BoxStream<'_, Result<ScanPage, StoreError>> {
         self.inner.scan_segment(segment, total)
-    }
-
-    async fn is_empty(&self) -> Result<bool, StoreError> {
-        self.inner.is_empty().await
     }
 }
 
