@@ -10,12 +10,14 @@
 //! of the object, which is what an export's manifest records.
 
 pub mod dir;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 pub use dir::DirectoryStore;
+#[cfg(feature = "s3")]
 pub use s3::S3Store;
 
 /// What was stored: the key, its size in bytes and the hex SHA-256 of its content.
