@@ -237,3 +237,89 @@ async fn build_state_starts_on_a_corrupt_local_model_dir() {
     );
     assert_eq!(health["model"]["problem"]["kind"], "corrupt_model", "{health}");
 }
+
+// Moved from the old `BucketModels` unit tests: the same assertions, through the slot over the bucket.
+
+#[tokio::test]
+async fn an_empty_or_garbled_latest_in_the_bucket_is_a_bad_latest() {
+    for (content, expected) in [
+        (&b""[..], "models/LATEST is empty"),
+        (b"\n  \n", "models/LATEST is empty"),
+        (b"../../etc/passwd", "not a model version name"),
+        (b"\xff\xfe", "is not text"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = DirectoryStore::new(dir.path().join("bucket"));
+        bucket.put("models/LATEST", content).await.unwrap();
+        let slot = ModelSlot::bucket(Arc::new(bucket.clone()), DEFAULT_SYNC_TIMEOUT).await;
+        let err = slot.problem().expect("a problem is recorded");
+        assert_eq!(err.kind, ranking_api::port::ModelProblemKind::BadLatest, "{content:?}: {err:?}");
+        assert_eq!(err.object, bucket.location("models/LATEST"));
+        assert!(err.message.contains(expected), "{content:?}: {err:?}");
+        assert!(slot.current().is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_model_in_the_bucket_is_refused_remembered_and_a_newer_good_one_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = DirectoryStore::new(dir.path().join("bucket"));
+    let data = test_data(ROWS);
+    let good = trained(&data);
+    let bytes = good.to_bytes();
+    let key = format!("models/{OLD_VERSION}/model.bin");
+    bucket.put(&key, &bytes[..bytes.len() / 2]).await.unwrap();
+    bucket.put("models/LATEST", format!("{OLD_VERSION}\n").as_bytes()).await.unwrap();
+    let slot = ModelSlot::bucket(Arc::new(bucket.clone()), DEFAULT_SYNC_TIMEOUT).await;
+
+    let err = slot.problem().expect("refused");
+    assert_eq!(err.kind, ranking_api::port::ModelProblemKind::CorruptModel, "{err:?}");
+    assert_eq!(
+        (err.object.as_str(), err.version.as_deref()),
+        (bucket.location(&key).as_str(), Some(OLD_VERSION))
+    );
+    assert!(err.message.contains(&key), "{err:?}");
+    assert!(!err.retryable, "a corrupt file stays corrupt");
+    assert_eq!(slot.refresh().await.unwrap(), None, "not read again while LATEST names it");
+    assert_eq!(slot.problem(), Some(err), "still refused, and said so");
+
+    // A good version published next is what recovers.
+    let version = good.info().version.clone();
+    bucket.put(&format!("models/{version}/model.bin"), &bytes).await.unwrap();
+    bucket.put("models/LATEST", format!("{version}\n").as_bytes()).await.unwrap();
+    assert_eq!(slot.refresh().await.unwrap(), Some(version));
+    assert_eq!(slot.problem(), None);
+}
+
+#[tokio::test]
+async fn an_unreachable_bucket_is_reported_within_the_deadline() {
+    use std::time::Duration;
+    // Nothing listens on a port just released; a listener that never answers holds the
+    // connection open, so only the deadline ends the wait.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let timeout = Duration::from_millis(400);
+    for endpoint in [format!("http://{closed}"), format!("http://{silent_addr}")] {
+        let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(aws_sdk_personalizeruntime::config::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ))
+            .load()
+            .await;
+        let config =
+            ranking_api::startup::s3_config(&base, aws_failure::timeouts::Service::S3.defaults(), timeout);
+        let objects = Arc::new(artifacts::S3Store::new(artifacts::s3::client(&config), "models-bucket"));
+        let started = std::time::Instant::now();
+        let slot = ModelSlot::bucket(objects, timeout).await;
+        let took = started.elapsed();
+        assert!(took < timeout + Duration::from_millis(600), "{endpoint}: took {took:?}");
+        let err = slot.problem().expect("a problem is recorded");
+        assert_eq!(err.kind, ranking_api::port::ModelProblemKind::BucketUnreachable, "{endpoint}: {err:?}");
+        assert_eq!(err.object, "s3://models-bucket/models/LATEST");
+        assert!(err.retryable, "{endpoint}: the network may come back");
+    }
+    drop(silent);
+}

@@ -464,3 +464,30 @@ fn models_and_the_live_handle_can_be_shared_across_threads() {
     shareable::<LiveModel>();
     shareable::<ModelRegistry>();
 }
+
+#[tokio::test]
+async fn candidates_wait_outside_the_live_versions_until_promoted_and_a_rollback_points_back() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    // The layout the pipeline and the API share: models/ and model-candidates/ in one store.
+    let registry = ModelRegistry::new(Arc::new(artifacts::DirectoryStore::new(dir.path())));
+    let first = model_trained_at(1_767_225_600, &[]);
+    let v1 = registry.store_candidate(&first).await.unwrap();
+    assert!(registry.live().await.unwrap().is_none(), "a candidate is not live");
+    assert!(dir.path().join("model-candidates").join(v1.as_str()).join("model.bin").exists());
+    registry.promote(&v1).await.unwrap();
+    let (live, info) = registry.live().await.unwrap().unwrap();
+    assert_eq!((live, info.version.as_str()), (v1.clone(), v1.as_str()));
+    assert!(dir.path().join("models").join(v1.as_str()).join("info.json").exists());
+
+    let v2 =
+        registry.store_candidate(&model_trained_at(1_767_229_200, &[row("new-a", "B", 600)])).await.unwrap();
+    registry.promote(&v2).await.unwrap();
+    assert_eq!(registry.latest().await.unwrap(), Some(v2));
+    // A rollback to a version published before.
+    registry.promote(&v1).await.unwrap();
+    assert_eq!(registry.latest().await.unwrap(), Some(v1));
+    let unknown = recommender::Version::parse("20000101T000000Z-000000000000").unwrap();
+    assert!(matches!(registry.promote(&unknown).await, Err(RegistryError::UnknownVersion(_))));
+    assert!(matches!(registry.load_candidate(&unknown).await, Ok(None)));
+}
