@@ -63,7 +63,7 @@ pub const FUNCTIONS: [Function; 3] = [
         role_id: "RankingApiRole",
         sources: &[
             Source { path: "ranking-api/src", only_fns: None },
-            // BucketModels reads models/LATEST and the version's files: ObjectStore::get only.
+            // ModelSlot::bucket reads models/LATEST and the version's files through the model registry: ObjectStore::get only.
             Source { path: "artifacts/src/s3.rs", only_fns: Some(&["get"]) },
         ],
         not_in_lambda: &[(

@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(cli.config.addr.to_string(), "127.0.0.1:3000");
         assert_eq!(cli.config.personalize_timeout(), Duration::from_millis(300));
         assert!(!cli.config.uses_personalize());
-        assert_eq!(cli.config.model_sync_timeout(), crate::backends::bucket_models::DEFAULT_SYNC_TIMEOUT);
+        assert_eq!(cli.config.model_sync_timeout(), crate::backends::embedded::DEFAULT_SYNC_TIMEOUT);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub use routes::{ApiDoc, AppState, router};
 /// the AWS SDK calls behind them, so the list cannot drift from the code.
 ///
 /// * `GetRecommendations`, `GetPersonalizedRanking`: the Personalize backend.
-/// * `s3:GetObject` on `models/*`: the model versions the fallback serves (`BucketModels`);
+/// * `s3:GetObject` on `models/*`: the model versions the fallback serves (`ModelSlot::bucket`);
 ///   `s3:ListBucket` so that a model not yet published reads as missing (404), not as a 403.
 pub const AWS_ACTIONS: &[&str] = &[
     "personalize:GetRecommendations",

@@ -10,12 +10,11 @@ use aws_failure::timeouts::{AwsTimeouts, ClientTimeouts};
 use store::embedded::EmbeddedStore;
 use tracing_subscriber::EnvFilter;
 
-use crate::backends::bucket_models::BucketModels;
 use crate::backends::embedded::{EmbeddedRecommender, ModelFallback, ModelSlot, train_first_model};
 use crate::backends::personalize::{PersonalizeRecommender, client_config};
 use crate::backends::popularity::{PopularFallback, SharedPopularity};
 use crate::config::{Cli, Command, Config};
-use crate::port::{Fallback, ModelProblem, Recommender};
+use crate::port::{Fallback, Recommender};
 use crate::routes::{AppState, router};
 use crate::service::RankingService;
 
@@ -76,21 +75,14 @@ pub async fn build_state(
             let (base, timeouts) = aws.as_ref().expect("loaded when DATA_BUCKET is set");
             let s3 = artifacts::s3::client(&s3_config(base, timeouts.s3, config.model_sync_timeout()));
             let objects = Arc::new(artifacts::S3Store::new(s3, bucket.clone()));
-            let cache = if lambda {
-                std::env::temp_dir().join("ranking-models")
-            } else {
-                config.data_dir.join("model-cache")
-            };
-            let models =
-                Arc::new(BucketModels::new(objects, cache.clone()).with_timeout(config.model_sync_timeout()));
-            let fetched = models.sync().await;
-            let slot = Arc::new(ModelSlot::open(&cache));
-            record_sync(&slot, fetched);
-            follow_bucket(models, slot.clone(), config.refresh_every());
+            // Read straight from the bucket into memory: the model lives in memory anyway, and
+            // a local copy would be a second registry to keep consistent.
+            let slot = Arc::new(ModelSlot::bucket(objects, config.model_sync_timeout()).await);
+            slot.refresh_in_background(config.refresh_every());
             Some(slot)
         }
         (None, Some(store)) => {
-            let slot = Arc::new(ModelSlot::open(&config.data_dir.join("models")));
+            let slot = Arc::new(ModelSlot::local(&config.data_dir.join("models")).await);
             if let Some(problem) = slot.problem() {
                 // A broken model directory is the pipeline's to fix; training over it would hide that.
                 tracing::warn!(
@@ -181,47 +173,6 @@ pub fn s3_config(base: &SdkConfig, s3: ClientTimeouts, sync_timeout: Duration) -
         operation: s3.operation.min(sync_timeout),
     };
     bounded.apply(base)
-}
-
-/// Tells the slot how the last copy from the bucket went, for `/health`.
-fn record_sync(slot: &ModelSlot, fetched: Result<Option<String>, ModelProblem>) {
-    match fetched {
-        Ok(version) => {
-            if let Some(version) = version {
-                tracing::info!(%version, "fetched a model from the bucket");
-            }
-            slot.record_fetch(None);
-        }
-        // Logged by the slot when it first appears.
-        Err(problem) => slot.record_fetch(Some(problem)),
-    }
-}
-
-/// Copies new model versions from the bucket and swaps them in, every `every`.
-pub fn follow_bucket(
-    models: Arc<BucketModels>,
-    slot: Arc<ModelSlot>,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            refresh_from_bucket(&models, &slot).await;
-        }
-    })
-}
-
-/// One refresh from the bucket: copy what `LATEST` names if it is new and loads, then swap it in.
-/// Failures are recorded on the slot (`/health`) and logged once; the model serving keeps serving.
-pub async fn refresh_from_bucket(models: &BucketModels, slot: &Arc<ModelSlot>) {
-    record_sync(slot, models.sync().await);
-    let slot = slot.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || slot.refresh()).await {
-        tracing::warn!(error = %e, "model refresh task failed");
-    }
 }
 
 /// The whole program: `main` only parses the command line and calls this.

@@ -43,7 +43,7 @@ fn publish(data: &TestData, rows: &[(String, String)]) {
     let newer = test_data(&pairs);
     let rows: Vec<recommender::InteractionRow> = newer.interactions.iter().map(Into::into).collect();
     let model = recommender::train(rows, &recommender::TrainConfig::default()).unwrap();
-    recommender::ModelRegistry::open(data.dir.path().join("models")).unwrap().publish(&model).unwrap();
+    block_on(recommender::ModelRegistry::in_dir(data.dir.path().join("models")).publish(&model)).unwrap();
 }
 
 #[tokio::test]
@@ -59,7 +59,7 @@ async fn a_kept_answer_is_served_again_until_a_newer_model_arrives() {
     let mut rows = a_then_b();
     rows.push(("newcomer".to_owned(), "B".to_owned()));
     publish(&data, &rows);
-    assert!(slot.refresh().unwrap().is_some());
+    assert!(slot.refresh().await.unwrap().is_some());
     let (status, after) = get(app, "/ranking/newcomer?numResults=2").await;
     assert_eq!(status, 200);
     assert_eq!(after["source"], "embedded");
@@ -79,7 +79,7 @@ async fn a_student_who_took_a_gets_b_first() {
 #[tokio::test]
 async fn no_model_yet_means_popular_items_and_says_so() {
     let data = test_data(ROWS);
-    let slot = Arc::new(ModelSlot::open(&data.dir.path().join("models")));
+    let slot = Arc::new(ModelSlot::local(&data.dir.path().join("models")).await);
     let service = RankingService::new(
         Some(Arc::new(EmbeddedRecommender::new(slot))),
         Arc::new(PopularFallback::new(data.popularity.clone())),
@@ -103,7 +103,7 @@ async fn a_newer_model_is_served_without_a_restart() {
     rows.push(("late-joiner".to_owned(), "C".to_owned()));
     publish(&data, &rows);
 
-    assert!(slot.refresh().unwrap().is_some(), "the refresh saw the new version");
+    assert!(slot.refresh().await.unwrap().is_some(), "the refresh saw the new version");
     let (status, after) = get(app, "/ranking/late-joiner?numResults=1").await;
     assert_eq!(status, 200);
     assert_eq!(after["source"], "embedded");
@@ -114,16 +114,16 @@ async fn a_newer_model_is_served_without_a_restart() {
 async fn a_corrupted_version_is_refused_while_the_old_one_keeps_serving() {
     let (data, slot, state) = state_over(&a_then_b());
     let models = data.dir.path().join("models");
-    let registry = recommender::ModelRegistry::open(&models).unwrap();
+    let registry = recommender::ModelRegistry::in_dir(&models);
     // A newer version whose file was cut short, pointed at by LATEST.
-    let good = registry.latest_version().unwrap().unwrap();
+    let good = registry.latest().await.unwrap().unwrap();
     let bad = recommender::Version::parse("29991231T000000Z-000000000000").unwrap();
     std::fs::create_dir_all(models.join(bad.as_str())).unwrap();
-    let bytes = std::fs::read(registry.model_path(&good)).unwrap();
-    std::fs::write(registry.model_path(&bad), &bytes[..bytes.len() / 2]).unwrap();
-    registry.point_latest_to(&bad).unwrap();
+    let bytes = std::fs::read(models.join(good.as_str()).join("model.bin")).unwrap();
+    std::fs::write(models.join(bad.as_str()).join("model.bin"), &bytes[..bytes.len() / 2]).unwrap();
+    registry.point_latest_to(&bad).await.unwrap();
 
-    let refused = slot.refresh().unwrap_err().to_string();
+    let refused = slot.refresh().await.unwrap_err().to_string();
     assert!(refused.contains(bad.as_str()) || refused.to_lowercase().contains("truncat"), "{refused}");
     let (status, body) = get(router(state), "/ranking/newcomer?numResults=1").await;
     assert_eq!(status, 200);

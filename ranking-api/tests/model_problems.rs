@@ -4,19 +4,16 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use artifacts::{DirectoryStore, ObjectStore};
 use axum::body::Body;
 use axum::http::{Request, header};
 use common::*;
-use ranking_api::backends::bucket_models::BucketModels;
-use ranking_api::backends::embedded::{EmbeddedRecommender, ModelFallback, ModelSlot};
+use ranking_api::backends::embedded::{DEFAULT_SYNC_TIMEOUT, EmbeddedRecommender, ModelFallback, ModelSlot};
 use ranking_api::backends::popularity::PopularFallback;
 use ranking_api::port::{BackendError, FallbackReason};
 use ranking_api::service::RankingService;
-use ranking_api::startup::refresh_from_bucket;
 use ranking_api::{AppState, router};
 use serde_json::json;
 
@@ -50,7 +47,7 @@ fn local_state(data: &TestData, slot: Arc<ModelSlot>) -> AppState {
 async fn a_corrupt_local_model_is_reported_and_popular_items_answer_until_a_good_one_is_published() {
     let data = test_data(ROWS);
     let models = corrupt_models_dir(&data);
-    let slot = Arc::new(ModelSlot::open(&models));
+    let slot = Arc::new(ModelSlot::local(&models).await);
     let app = router(local_state(&data, slot.clone()));
 
     let (status, health) = get(app.clone(), "/health").await;
@@ -74,8 +71,8 @@ async fn a_corrupt_local_model_is_reported_and_popular_items_answer_until_a_good
     assert_eq!(item_ids(&body), ["B", "C"]);
 
     // The pipeline publishes a good version: the next refresh serves it and the problem is gone.
-    let good = recommender::ModelRegistry::open(&models).unwrap().publish(&trained(&data)).unwrap();
-    assert_eq!(slot.refresh().unwrap(), Some(good.to_string()));
+    let good = recommender::ModelRegistry::in_dir(&models).publish(&trained(&data)).await.unwrap();
+    assert_eq!(slot.refresh().await.unwrap(), Some(good.to_string()));
     let (_, health) = get(app.clone(), "/health").await;
     assert_eq!(
         health["model"],
@@ -93,7 +90,7 @@ async fn a_latest_naming_a_missing_version_or_holding_garbage_is_reported() {
         let models = data.dir.path().join("models");
         std::fs::create_dir_all(&models).unwrap();
         std::fs::write(models.join("LATEST"), &latest).unwrap();
-        let slot = Arc::new(ModelSlot::open(&models));
+        let slot = Arc::new(ModelSlot::local(&models).await);
         let app = router(local_state(&data, slot));
         let (_, health) = get(app.clone(), "/health").await;
         assert_eq!(health["model"]["status"], "failed", "{latest:?}: {health}");
@@ -107,7 +104,6 @@ async fn a_latest_naming_a_missing_version_or_holding_garbage_is_reported() {
 struct Lambda {
     _dir: tempfile::TempDir,
     bucket: DirectoryStore,
-    models: BucketModels,
     slot: Arc<ModelSlot>,
     app: axum::Router,
 }
@@ -116,17 +112,14 @@ async fn lambda_with(personalize: Result<ranking_api::port::Ranked, BackendError
     let dir = tempfile::tempdir().unwrap();
     let bucket = DirectoryStore::new(dir.path().join("bucket"));
     bucket.put("models/LATEST", latest).await.unwrap();
-    let cache = dir.path().join("cache");
-    let models = BucketModels::new(Arc::new(bucket.clone()), &cache);
-    // As `build_state` does: fetch, open whatever the cache holds, then follow the bucket.
-    let slot = Arc::new(ModelSlot::open(&cache));
-    refresh_from_bucket(&models, &slot).await;
+    // As `build_state` does: read the bucket straight into memory, then follow it.
+    let slot = Arc::new(ModelSlot::bucket(Arc::new(bucket.clone()), DEFAULT_SYNC_TIMEOUT).await);
     let service = RankingService::new(
         Some(ScriptedBackend::new(personalize)),
         Arc::new(ModelFallback::new(slot.clone())),
     );
     let app = router(AppState::new(service, Default::default()).with_model_health(slot.clone()));
-    Lambda { _dir: dir, bucket, models, slot, app }
+    Lambda { _dir: dir, bucket, slot, app }
 }
 
 #[tokio::test]
@@ -174,7 +167,7 @@ async fn when_nothing_can_answer_the_503_says_why_and_a_good_publish_recovers() 
     let version = model.info().version.clone();
     lambda.bucket.put(&format!("models/{version}/model.bin"), &model.to_bytes()).await.unwrap();
     lambda.bucket.put("models/LATEST", format!("{version}\n").as_bytes()).await.unwrap();
-    refresh_from_bucket(&lambda.models, &lambda.slot).await;
+    let _ = lambda.slot.refresh().await;
 
     let (_, health) = get(lambda.app.clone(), "/health").await;
     assert_eq!(health["model"], json!({"status": "loaded", "version": version, "problem": null}), "{health}");
@@ -199,7 +192,7 @@ async fn a_corrupt_model_in_the_bucket_leaves_the_cached_one_serving() {
     )
     .await;
     lambda.bucket.put(&format!("models/{good_version}/model.bin"), &good.to_bytes()).await.unwrap();
-    refresh_from_bucket(&lambda.models, &lambda.slot).await;
+    let _ = lambda.slot.refresh().await;
     let (_, health) = get(lambda.app.clone(), "/health").await;
     assert_eq!(health["model"]["status"], "loaded", "{health}");
 
@@ -208,17 +201,23 @@ async fn a_corrupt_model_in_the_bucket_leaves_the_cached_one_serving() {
     let key = format!("models/{bad}/model.bin");
     lambda.bucket.put(&key, b"not a model").await.unwrap();
     lambda.bucket.put("models/LATEST", format!("{bad}\n").as_bytes()).await.unwrap();
-    refresh_from_bucket(&lambda.models, &lambda.slot).await;
+    let _ = lambda.slot.refresh().await;
     let (_, health) = get(lambda.app.clone(), "/health").await;
     let model = &health["model"];
     assert_eq!((model["status"].as_str(), model["version"].as_str()), (Some("stale"), Some(&*good_version)));
     assert_eq!(model["problem"]["kind"], "corrupt_model", "{health}");
     assert_eq!(model["problem"]["object"], lambda.bucket.location(&key));
     assert_eq!(model["problem"]["version"], bad);
-    let (status, body) = get(lambda.app, "/ranking/u3").await;
+    let (status, body) = get(lambda.app.clone(), "/ranking/u3").await;
     assert_eq!((status, body["source"].as_str()), (200, Some("fallback")), "{body}");
     assert_eq!(item_ids(&body), ["B", "C"], "from the good model still");
-    assert!(!Path::new(&lambda.slot.registry().unwrap().dir().join(bad)).exists(), "never cached");
+    // Refused once, remembered while LATEST names it: still reported, the good one still serving.
+    assert!(lambda.slot.refresh().await.unwrap().is_none());
+    let (_, health) = get(lambda.app.clone(), "/health").await;
+    assert_eq!(
+        (health["model"]["status"].as_str(), health["model"]["problem"]["kind"].as_str()),
+        (Some("stale"), Some("corrupt_model"))
+    );
 }
 
 #[tokio::test]
@@ -237,4 +236,90 @@ async fn build_state_starts_on_a_corrupt_local_model_dir() {
         (Some("embedded"), Some("failed"))
     );
     assert_eq!(health["model"]["problem"]["kind"], "corrupt_model", "{health}");
+}
+
+// Moved from the old `BucketModels` unit tests: the same assertions, through the slot over the bucket.
+
+#[tokio::test]
+async fn an_empty_or_garbled_latest_in_the_bucket_is_a_bad_latest() {
+    for (content, expected) in [
+        (&b""[..], "models/LATEST is empty"),
+        (b"\n  \n", "models/LATEST is empty"),
+        (b"../../etc/passwd", "not a model version name"),
+        (b"\xff\xfe", "is not text"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = DirectoryStore::new(dir.path().join("bucket"));
+        bucket.put("models/LATEST", content).await.unwrap();
+        let slot = ModelSlot::bucket(Arc::new(bucket.clone()), DEFAULT_SYNC_TIMEOUT).await;
+        let err = slot.problem().expect("a problem is recorded");
+        assert_eq!(err.kind, ranking_api::port::ModelProblemKind::BadLatest, "{content:?}: {err:?}");
+        assert_eq!(err.object, bucket.location("models/LATEST"));
+        assert!(err.message.contains(expected), "{content:?}: {err:?}");
+        assert!(slot.current().is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_model_in_the_bucket_is_refused_remembered_and_a_newer_good_one_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = DirectoryStore::new(dir.path().join("bucket"));
+    let data = test_data(ROWS);
+    let good = trained(&data);
+    let bytes = good.to_bytes();
+    let key = format!("models/{OLD_VERSION}/model.bin");
+    bucket.put(&key, &bytes[..bytes.len() / 2]).await.unwrap();
+    bucket.put("models/LATEST", format!("{OLD_VERSION}\n").as_bytes()).await.unwrap();
+    let slot = ModelSlot::bucket(Arc::new(bucket.clone()), DEFAULT_SYNC_TIMEOUT).await;
+
+    let err = slot.problem().expect("refused");
+    assert_eq!(err.kind, ranking_api::port::ModelProblemKind::CorruptModel, "{err:?}");
+    assert_eq!(
+        (err.object.as_str(), err.version.as_deref()),
+        (bucket.location(&key).as_str(), Some(OLD_VERSION))
+    );
+    assert!(err.message.contains(&key), "{err:?}");
+    assert!(!err.retryable, "a corrupt file stays corrupt");
+    assert_eq!(slot.refresh().await.unwrap(), None, "not read again while LATEST names it");
+    assert_eq!(slot.problem(), Some(err), "still refused, and said so");
+
+    // A good version published next is what recovers.
+    let version = good.info().version.clone();
+    bucket.put(&format!("models/{version}/model.bin"), &bytes).await.unwrap();
+    bucket.put("models/LATEST", format!("{version}\n").as_bytes()).await.unwrap();
+    assert_eq!(slot.refresh().await.unwrap(), Some(version));
+    assert_eq!(slot.problem(), None);
+}
+
+#[tokio::test]
+async fn an_unreachable_bucket_is_reported_within_the_deadline() {
+    use std::time::Duration;
+    // Nothing listens on a port just released; a listener that never answers holds the
+    // connection open, so only the deadline ends the wait.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let timeout = Duration::from_millis(400);
+    for endpoint in [format!("http://{closed}"), format!("http://{silent_addr}")] {
+        let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(aws_sdk_personalizeruntime::config::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ))
+            .load()
+            .await;
+        let config =
+            ranking_api::startup::s3_config(&base, aws_failure::timeouts::Service::S3.defaults(), timeout);
+        let objects = Arc::new(artifacts::S3Store::new(artifacts::s3::client(&config), "models-bucket"));
+        let started = std::time::Instant::now();
+        let slot = ModelSlot::bucket(objects, timeout).await;
+        let took = started.elapsed();
+        assert!(took < timeout + Duration::from_millis(600), "{endpoint}: took {took:?}");
+        let err = slot.problem().expect("a problem is recorded");
+        assert_eq!(err.kind, ranking_api::port::ModelProblemKind::BucketUnreachable, "{endpoint}: {err:?}");
+        assert_eq!(err.object, "s3://models-bucket/models/LATEST");
+        assert!(err.retryable, "{endpoint}: the network may come back");
+    }
+    drop(silent);
 }

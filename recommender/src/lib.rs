@@ -7,12 +7,12 @@
 //! ```no_run
 //! use recommender::{ModelRegistry, QueryOptions, TrainConfig, read_csv, try_train};
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let model = try_train(read_csv("interactions.csv")?, &TrainConfig::default())?;
-//! let registry = ModelRegistry::open(".data/models")?;
-//! let version = registry.publish(&model)?;
+//! let registry = ModelRegistry::in_dir(".data/models");
+//! let version = registry.publish(&model).await?;
 //!
-//! let (_, model) = registry.load_latest()?;
+//! let (_, model) = registry.load_latest().await?;
 //! let open_classes = |item: &str| !item.starts_with("archived-");
 //! let recs = model.recommend("student-1", 25, &QueryOptions::default().with_filter(&open_classes));
 //! let ranked = model.rerank("student-1", &["math-101", "art-7", "not-in-model"]);
@@ -35,8 +35,11 @@
 //!   [`Model::popular`], [`Model::knows_user`], [`Model::info`].
 //! - Files: [`Model::to_bytes`] / [`Model::from_bytes`] (magic, format version, SHA-256; see
 //!   [`codec`] for the layout), [`Model::save`] / [`Model::load`].
-//! - Versions: [`ModelRegistry`] over `$DATA_DIR/models` (`publish` is atomic, `LATEST` pointer,
-//!   `latest_version` to poll, `load_latest`, `load_newest_valid`, `versions`) and [`LiveModel`],
+//! - Versions: [`ModelRegistry`] over an `artifacts::ObjectStore` (the data bucket, or
+//!   `$DATA_DIR`): the one owner of the `models/<version>/model.bin` + `LATEST` layout
+//!   (`publish` writes `LATEST` last, `latest` to poll, `load` refuses a corrupt file naming
+//!   its location, `load_newest_valid`, `live`, candidates that are not live yet with
+//!   `store_candidate` / `promote`), and [`LiveModel`],
 //!   which swaps in a newer version without a restart and keeps serving the old one when the new
 //!   one is refused.
 //! - Offline evaluation: [`evaluate::split`] and [`evaluate::evaluate`] implement the protocol of

@@ -159,12 +159,12 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Train { interactions, out, model } => {
             let config = model.config()?;
             let trained = try_train(read_interactions(&interactions)?, &config)?;
-            let registry = ModelRegistry::open(&out)?;
-            let version = registry.publish(&trained)?;
+            let registry = ModelRegistry::in_dir(&out);
+            let version = runtime()?.block_on(registry.publish(&trained))?;
             let info = trained.info();
             eprintln!(
                 "published {version} to {}: {} ({} users, {} items, {} interactions) in {:.2}s",
-                registry.model_path(&version).display(),
+                registry.model_location(&version),
                 info.model,
                 info.users,
                 info.items,
@@ -233,7 +233,7 @@ fn run(cli: Cli) -> CliResult<()> {
         }
         Command::Info { path } => {
             let model = if path.is_dir() {
-                ModelRegistry::open(&path)?.load_latest()?.1
+                runtime()?.block_on(ModelRegistry::in_dir(&path).load_latest())?.1
             } else {
                 Model::load(&path)?
             };
@@ -241,6 +241,11 @@ fn run(cli: Cli) -> CliResult<()> {
             Ok(())
         }
     }
+}
+
+/// The registry is async (its store may be a bucket); one command needs one thread to drive it.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

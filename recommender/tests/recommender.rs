@@ -271,37 +271,38 @@ fn model_trained_at(t: i64, extra: &[InteractionRow]) -> Model {
     .unwrap()
 }
 
-#[test]
-fn registry_publishes_atomically_and_serves_the_newest() {
+#[tokio::test]
+async fn registry_publishes_atomically_and_serves_the_newest() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = ModelRegistry::open(dir.path().join("models")).unwrap();
-    assert!(matches!(registry.load_latest(), Err(RegistryError::NoModel(_))));
-    assert_eq!(registry.latest_version().unwrap(), None);
+    let models = dir.path().join("models");
+    let registry = ModelRegistry::in_dir(&models);
+    assert!(matches!(registry.load_latest().await, Err(RegistryError::NoModel(_))));
+    assert_eq!(registry.latest().await.unwrap(), None);
 
     let first = model_trained_at(1_767_225_600, &[]);
-    let v1 = registry.publish(&first).unwrap();
+    let v1 = registry.publish(&first).await.unwrap();
     assert_eq!(v1.as_str(), first.info().version);
     // Publishing the same model again is a no-op, not an error.
-    assert_eq!(registry.publish(&first).unwrap(), v1);
+    assert_eq!(registry.publish(&first).await.unwrap(), v1);
     let second = model_trained_at(1_767_229_200, &[row("new-a", "B", 600)]);
-    let v2 = registry.publish(&second).unwrap();
+    let v2 = registry.publish(&second).await.unwrap();
     assert!(v2 > v1);
-    assert_eq!(registry.versions().unwrap(), [v1.clone(), v2.clone()]);
-    assert_eq!(registry.latest_version().unwrap(), Some(v2.clone()));
-    let (latest, loaded) = registry.load_latest().unwrap();
+    assert_eq!(registry.versions().await.unwrap(), [v1.clone(), v2.clone()]);
+    assert_eq!(registry.latest().await.unwrap(), Some(v2.clone()));
+    let (latest, loaded) = registry.load_latest().await.unwrap();
     assert_eq!((latest, loaded), (v2.clone(), second));
-    assert!(registry.dir().join(v2.as_str()).join("info.json").exists());
+    assert!(models.join(v2.as_str()).join("info.json").exists());
     // A model trained earlier but published later does not roll serving back...
     let late = model_trained_at(1_767_220_000, &[row("new-a", "D", 800)]);
-    let v0 = registry.publish(&late).unwrap();
+    let v0 = registry.publish(&late).await.unwrap();
     assert!(v0 < v1);
-    assert_eq!(registry.latest_version().unwrap(), Some(v2.clone()));
+    assert_eq!(registry.latest().await.unwrap(), Some(v2.clone()));
     // ...unless asked to.
-    registry.point_latest_to(&v0).unwrap();
-    assert_eq!(registry.load_latest().unwrap().0, v0);
-    registry.point_latest_to(&v2).unwrap();
+    registry.point_latest_to(&v0).await.unwrap();
+    assert_eq!(registry.load_latest().await.unwrap().0, v0);
+    registry.point_latest_to(&v2).await.unwrap();
     // Nothing temporary is left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(registry.dir())
+    let leftovers: Vec<_> = std::fs::read_dir(&models)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.starts_with('.'))
@@ -309,37 +310,39 @@ fn registry_publishes_atomically_and_serves_the_newest() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-#[test]
-fn a_corrupted_new_version_is_refused_while_the_previous_keeps_serving() {
+#[tokio::test]
+async fn a_corrupted_new_version_is_refused_while_the_previous_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = ModelRegistry::open(dir.path()).unwrap();
-    let v1 = registry.publish(&model_trained_at(1_767_225_600, &[])).unwrap();
-    let (live, refused) = LiveModel::open(registry.clone()).unwrap();
+    let registry = ModelRegistry::in_dir(dir.path());
+    let v1 = registry.publish(&model_trained_at(1_767_225_600, &[])).await.unwrap();
+    let (live, refused) = LiveModel::open(registry.clone()).await.unwrap();
     assert!(refused.is_empty());
-    assert!(matches!(live.refresh().unwrap(), Refresh::Unchanged));
+    assert!(matches!(live.refresh().await.unwrap(), Refresh::Unchanged));
 
     // A newer version whose file got damaged after publishing (a partial copy, a bad disk).
-    let v2 = registry.publish(&model_trained_at(1_767_229_200, &[row("new-a", "B", 600)])).unwrap();
-    let path = registry.model_path(&v2);
+    let v2 = registry.publish(&model_trained_at(1_767_229_200, &[row("new-a", "B", 600)])).await.unwrap();
+    let path = dir.path().join(v2.as_str()).join("model.bin");
+    assert_eq!(registry.model_location(&v2), path.display().to_string());
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
 
-    let err = live.refresh().unwrap_err();
+    let err = live.refresh().await.unwrap_err();
     let message = err.to_string();
-    assert!(message.contains(&path.display().to_string()) && message.contains("truncated"), "{message}");
+    assert!(message.contains(v2.as_str()) && message.contains("truncated"), "{message}");
+    assert_eq!(err.location(), Some(path.display().to_string().as_str()));
     assert_eq!(live.version(), v1);
     assert!(live.current().recommend("new-a", 1, &QueryOptions::default()).personalized);
     // The broken version is not re-read on every poll.
-    assert!(matches!(live.refresh().unwrap(), Refresh::Unchanged));
+    assert!(matches!(live.refresh().await.unwrap(), Refresh::Unchanged));
     // A strict load of LATEST fails; a cold start falls back to the newest valid version.
-    assert!(registry.load_latest().is_err());
-    let (version, _, refused) = registry.load_newest_valid().unwrap();
+    assert!(registry.load_latest().await.is_err());
+    let (version, _, refused) = registry.load_newest_valid().await.unwrap();
     assert_eq!(version, v1);
     assert_eq!(refused.len(), 1);
 
     // The next good version is picked up without a restart.
-    let v3 = registry.publish(&model_trained_at(1_767_232_800, &[row("new-a", "C", 700)])).unwrap();
-    match live.refresh().unwrap() {
+    let v3 = registry.publish(&model_trained_at(1_767_232_800, &[row("new-a", "C", 700)])).await.unwrap();
+    match live.refresh().await.unwrap() {
         Refresh::Swapped { from, to } => assert_eq!((from, to), (v1, v3.clone())),
         other => panic!("expected a swap, got {other:?}"),
     }
@@ -460,4 +463,31 @@ fn models_and_the_live_handle_can_be_shared_across_threads() {
     shareable::<Model>();
     shareable::<LiveModel>();
     shareable::<ModelRegistry>();
+}
+
+#[tokio::test]
+async fn candidates_wait_outside_the_live_versions_until_promoted_and_a_rollback_points_back() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    // The layout the pipeline and the API share: models/ and model-candidates/ in one store.
+    let registry = ModelRegistry::new(Arc::new(artifacts::DirectoryStore::new(dir.path())));
+    let first = model_trained_at(1_767_225_600, &[]);
+    let v1 = registry.store_candidate(&first).await.unwrap();
+    assert!(registry.live().await.unwrap().is_none(), "a candidate is not live");
+    assert!(dir.path().join("model-candidates").join(v1.as_str()).join("model.bin").exists());
+    registry.promote(&v1).await.unwrap();
+    let (live, info) = registry.live().await.unwrap().unwrap();
+    assert_eq!((live, info.version.as_str()), (v1.clone(), v1.as_str()));
+    assert!(dir.path().join("models").join(v1.as_str()).join("info.json").exists());
+
+    let v2 =
+        registry.store_candidate(&model_trained_at(1_767_229_200, &[row("new-a", "B", 600)])).await.unwrap();
+    registry.promote(&v2).await.unwrap();
+    assert_eq!(registry.latest().await.unwrap(), Some(v2));
+    // A rollback to a version published before.
+    registry.promote(&v1).await.unwrap();
+    assert_eq!(registry.latest().await.unwrap(), Some(v1));
+    let unknown = recommender::Version::parse("20000101T000000Z-000000000000").unwrap();
+    assert!(matches!(registry.promote(&unknown).await, Err(RegistryError::UnknownVersion(_))));
+    assert!(matches!(registry.load_candidate(&unknown).await, Ok(None)));
 }

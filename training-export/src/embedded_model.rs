@@ -3,15 +3,9 @@
 //! until the quality gate passes, then publish it as a model version the ranking API
 //! picks up.
 //!
-//! Where models live:
-//! * locally, `$DATA_DIR/models/` through the recommender's own `ModelRegistry`
-//!   (`<version>/model.bin`, `<version>/info.json`, `LATEST`);
-//! * with `DATA_BUCKET`, the same layout under `models/` in the bucket, written through
-//!   `artifacts` (`LATEST` last, so a reader never follows it to a partial version).
-//!
-//! Candidates wait under `model-candidates/<version>/model.bin` in the object store:
-//! the registry's `publish` also makes a version live, so a model that may yet be
-//! rejected must not go through it.
+//! Candidates and live versions both go through the recommender's `ModelRegistry`, over the
+//! pipeline's object store: `$DATA_DIR` locally, the data bucket with `DATA_BUCKET`. The
+//! registry owns the layout; a candidate is kept aside, not live, until the gate passes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,32 +13,27 @@ use std::sync::Arc;
 
 use artifacts::ObjectStore;
 use async_trait::async_trait;
-use recommender::{Model, ModelInfo, ModelRegistry, TrainConfig, Version};
+use recommender::{ModelInfo, ModelRegistry, RegistryError, TrainConfig, Version};
 
 use crate::manifest::Manifest;
 use crate::trainer::{ModelTrainer, ModelVersion, TrainerError};
-
-/// Where the live versions are kept.
-enum Published {
-    /// The recommender's registry in a local directory.
-    Registry(ModelRegistry),
-    /// The same layout under `models/` in the object store (a bucket).
-    Objects,
-}
 
 pub struct EmbeddedTrainer {
     objects: Arc<dyn ObjectStore>,
     /// The directory the object store writes to, when it is one: the CSV is read in place.
     local_root: Option<PathBuf>,
-    published: Published,
+    registry: ModelRegistry,
     config: TrainConfig,
 }
 
-const MODELS: &str = "models";
-const CANDIDATES: &str = "model-candidates";
-
 fn failure(message: impl Into<String>, retryable: bool) -> TrainerError {
     TrainerError { message: message.into(), retryable }
+}
+
+impl From<RegistryError> for TrainerError {
+    fn from(e: RegistryError) -> Self {
+        failure(e.to_string(), e.is_retryable())
+    }
 }
 
 /// The figures the quality gate compares, under our names and Personalize's, so one
@@ -61,32 +50,28 @@ pub fn figures(info: &ModelInfo) -> BTreeMap<String, f64> {
 }
 
 impl EmbeddedTrainer {
-    /// Locally: exports and candidates in `data_dir` (a `DirectoryStore` rooted there),
-    /// versions in `data_dir/models` through the registry.
+    /// Over the pipeline's object store. `local_root` is the directory that store writes to,
+    /// when it is one, so that the export's CSV is trained on in place.
+    pub fn new(objects: Arc<dyn ObjectStore>, local_root: Option<PathBuf>) -> Self {
+        let registry = ModelRegistry::new(objects.clone());
+        Self { objects, local_root, registry, config: TrainConfig::default() }
+    }
+
+    /// Locally: `objects` is a `DirectoryStore` rooted at `data_dir` (versions land in
+    /// `$DATA_DIR/models`, where the ranking API looks). Kept for `app.rs`; never fails now.
     pub fn local(data_dir: PathBuf, objects: Arc<dyn ObjectStore>) -> Result<Self, TrainerError> {
-        let registry =
-            ModelRegistry::open(data_dir.join(MODELS)).map_err(|e| failure(e.to_string(), false))?;
-        Ok(Self {
-            objects,
-            local_root: Some(data_dir),
-            published: Published::Registry(registry),
-            config: TrainConfig::default(),
-        })
+        Ok(Self::new(objects, Some(data_dir)))
     }
 
     /// In AWS without Personalize: everything in the bucket.
     pub fn in_bucket(objects: Arc<dyn ObjectStore>) -> Self {
-        Self { objects, local_root: None, published: Published::Objects, config: TrainConfig::default() }
+        Self::new(objects, None)
     }
 
     /// Sets the training configuration (tests fix the seed and clock).
     pub fn with_config(mut self, config: TrainConfig) -> Self {
         self.config = config;
         self
-    }
-
-    fn candidate_key(version: &str) -> String {
-        format!("{CANDIDATES}/{version}/model.bin")
     }
 
     /// The export's CSV as a local file: in place for a directory, downloaded otherwise.
@@ -105,15 +90,6 @@ impl EmbeddedTrainer {
             .await
             .map_err(|e| failure(format!("{}: {e}", path.display()), true))?;
         Ok((path, true))
-    }
-
-    async fn load_object_model(&self, key: &str) -> Result<Option<Model>, TrainerError> {
-        let Some(bytes) =
-            self.objects.get(key).await.map_err(|e| failure(e.to_string(), e.is_retryable()))?
-        else {
-            return Ok(None);
-        };
-        Model::from_bytes(&bytes).map(Some).map_err(|e| failure(format!("{key}: {e}"), false))
     }
 }
 
@@ -135,11 +111,7 @@ impl ModelTrainer for EmbeddedTrainer {
         }
         let model = trained.map_err(|e| failure(e, false))?;
         let info = model.info();
-        let version = info.version.clone();
-        self.objects
-            .put(&Self::candidate_key(&version), &model.to_bytes())
-            .await
-            .map_err(|e| failure(e.to_string(), e.is_retryable()))?;
+        let version = self.registry.store_candidate(&model).await?.to_string();
         tracing::info!(
             %version, model = %info.model, users = info.users, items = info.items,
             fit_seconds = info.fit_seconds, "embedded model trained"
@@ -148,75 +120,13 @@ impl ModelTrainer for EmbeddedTrainer {
     }
 
     async fn live(&self) -> Result<Option<ModelVersion>, TrainerError> {
-        let model = match &self.published {
-            Published::Registry(registry) => {
-                let Some(version) = registry.latest_version().map_err(|e| failure(e.to_string(), true))?
-                else {
-                    return Ok(None);
-                };
-                registry.load(&version).map_err(|e| failure(e.to_string(), false))?
-            }
-            Published::Objects => {
-                let Some(latest) = self
-                    .objects
-                    .get(&format!("{MODELS}/LATEST"))
-                    .await
-                    .map_err(|e| failure(e.to_string(), true))?
-                else {
-                    return Ok(None);
-                };
-                let version = String::from_utf8_lossy(&latest).trim().to_owned();
-                self.load_object_model(&format!("{MODELS}/{version}/model.bin")).await?.ok_or_else(|| {
-                    failure(format!("{MODELS}/LATEST names {version}, which is missing"), false)
-                })?
-            }
-        };
-        Ok(Some(ModelVersion { version: model.info().version.clone(), metrics: figures(model.info()) }))
+        let live = self.registry.live().await?;
+        Ok(live.map(|(version, info)| ModelVersion { version: version.to_string(), metrics: figures(&info) }))
     }
 
     async fn publish(&self, version: &str) -> Result<(), TrainerError> {
-        let parsed = Version::parse(version).map_err(|e| failure(e.to_string(), false))?;
-        let candidate = self.load_object_model(&Self::candidate_key(version)).await?;
-        match (&self.published, candidate) {
-            (Published::Registry(registry), Some(model)) => {
-                registry.publish(&model).map_err(|e| failure(e.to_string(), false))?;
-                // `publish` moves LATEST only forward; a rollback to an older version needs this.
-                registry.point_latest_to(&parsed).map_err(|e| failure(e.to_string(), true))?;
-            }
-            (Published::Registry(registry), None) => {
-                // A rollback: the version was published before.
-                if !registry.versions().map_err(|e| failure(e.to_string(), true))?.contains(&parsed) {
-                    return Err(failure(
-                        format!("model version {version} is neither a candidate nor published"),
-                        false,
-                    ));
-                }
-                registry.point_latest_to(&parsed).map_err(|e| failure(e.to_string(), true))?;
-            }
-            (Published::Objects, candidate) => {
-                let model_key = format!("{MODELS}/{version}/model.bin");
-                if let Some(model) = candidate {
-                    let info = serde_json::to_vec_pretty(model.info()).expect("model info serializes");
-                    let put = |key: String, bytes: Vec<u8>| async move {
-                        self.objects
-                            .put(&key, &bytes)
-                            .await
-                            .map_err(|e| failure(e.to_string(), e.is_retryable()))
-                    };
-                    put(model_key.clone(), model.to_bytes()).await?;
-                    put(format!("{MODELS}/{version}/info.json"), info).await?;
-                } else if self.load_object_model(&model_key).await?.is_none() {
-                    return Err(failure(
-                        format!("model version {version} is neither a candidate nor published"),
-                        false,
-                    ));
-                }
-                self.objects
-                    .put(&format!("{MODELS}/LATEST"), format!("{version}\n").as_bytes())
-                    .await
-                    .map_err(|e| failure(e.to_string(), e.is_retryable()))?;
-            }
-        }
+        let parsed = Version::parse(version)?;
+        self.registry.promote(&parsed).await?;
         tracing::info!(%version, "embedded model version published");
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! The embedded retrain, behind a port: train the embedded recommender on an export,
 //! keep the result as a candidate model version, say what is live, publish a version.
-//! The pipeline drives it exactly as it drives Personalize (gate, deploy, rollback),
-//! and its tests do not depend on the recommender crate.
+//! The pipeline drives it, like Personalize, through its backend port (gate, deploy,
+//! rollback), but it is not the same dance: the embedded model trains synchronously on
+//! the export's CSV and needs no import. The pipeline's tests do not depend on the
+//! recommender crate.
 
 use std::collections::BTreeMap;
 

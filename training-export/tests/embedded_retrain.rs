@@ -22,13 +22,13 @@ async fn run_trains_gates_and_publishes_an_embedded_model_and_rollback_restores_
     let config = Args::try_parse_from(["t", "--data-dir", dir.path().to_str().unwrap()]).unwrap().config;
     let pipeline = app::build(&config, false).await.unwrap();
     let deadline = SystemTime::now() + Duration::from_secs(900);
-    let registry = recommender::ModelRegistry::open(dir.path().join("models")).unwrap();
+    let registry = recommender::ModelRegistry::in_dir(dir.path().join("models"));
 
     let first = app::handle_lambda(&pipeline, json!({"action": "run"}), deadline).await.unwrap().run.unwrap();
     assert_eq!(first.status, "Done", "{first:?}");
     let first_version = first.deployed.clone().expect("a Done run names what it deployed");
-    assert_eq!(registry.latest_version().unwrap().unwrap().as_str(), first_version);
-    let (_, live) = registry.load_latest().unwrap();
+    assert_eq!(registry.latest().await.unwrap().unwrap().as_str(), first_version);
+    let (_, live) = registry.load_latest().await.unwrap();
     assert!(
         live.n_users() >= 500 && live.n_items() == 48,
         "{} users, {} items",
@@ -62,17 +62,17 @@ async fn run_trains_gates_and_publishes_an_embedded_model_and_rollback_restores_
     if second.status == "Done" {
         let second_version = second.deployed.unwrap();
         assert_ne!(second_version, first_version);
-        assert_eq!(registry.latest_version().unwrap().unwrap().as_str(), second_version);
+        assert_eq!(registry.latest().await.unwrap().unwrap().as_str(), second_version);
         let rollback = app::handle_lambda(&pipeline, json!({"action": "rollback"}), deadline)
             .await
             .unwrap()
             .run
             .unwrap();
         assert_eq!(rollback.status, "Done", "{rollback:?}");
-        assert_eq!(registry.latest_version().unwrap().unwrap().as_str(), first_version);
+        assert_eq!(registry.latest().await.unwrap().unwrap().as_str(), first_version);
     } else {
         // The gate may refuse a model that validates worse; then the first stays live.
         assert_eq!(second.status, "Rejected", "{second:?}");
-        assert_eq!(registry.latest_version().unwrap().unwrap().as_str(), first_version);
+        assert_eq!(registry.latest().await.unwrap().unwrap().as_str(), first_version);
     }
 }

@@ -1,16 +1,17 @@
-//! The embedded backend: the newest model version published under
-//! `$DATA_DIR/models` by the training pipeline, served in-process and swapped for a
-//! newer one without a restart.
+//! The embedded backend: the live model version in the model registry (`$DATA_DIR/models`
+//! locally, the data bucket in Lambda), served in-process and swapped for a newer one
+//! without a restart.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use artifacts::{ArtifactError, ObjectStore};
 use async_trait::async_trait;
 use futures::StreamExt;
 use recommender::{
-    InteractionRow, LiveModel, Model, ModelFileError, ModelRegistry, QueryOptions, Refresh, RegistryError,
-    TrainConfig,
+    InteractionRow, LiveModel, Model, ModelRegistry, QueryOptions, Refresh, RegistryError, TrainConfig,
+    Version,
 };
 use schemas::ItemId;
 use store::InteractionStore;
@@ -22,55 +23,59 @@ use crate::port::{
     RecommendRequest, Recommender, RerankRequest, ScoredItem, Source,
 };
 
+/// How long one read from the bucket may take unless told otherwise (`MODEL_SYNC_TIMEOUT_MS`).
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The model being served, once one exists, and what went wrong fetching or loading one.
 pub struct ModelSlot {
-    /// The registry directory, opened (created) on first use: one that cannot be created is
-    /// reported like any other model problem, not a failed start.
-    dir: PathBuf,
-    registry: OnceLock<ModelRegistry>,
+    registry: ModelRegistry,
+    /// Whether a cold start may fall back to an older version, which means listing the
+    /// versions: locally yes; the API's bucket role may only read what `LATEST` names.
+    older_versions: bool,
     live: RwLock<Option<Arc<LiveModel>>>,
-    problems: Mutex<Problems>,
-}
-
-/// The last failure of each step, until that step succeeds again.
-#[derive(Default)]
-struct Problems {
-    /// Copying from the bucket (see `BucketModels`); never set for a local model directory.
-    fetch: Option<ModelProblem>,
-    /// Loading from the registry directory.
-    load: Option<ModelProblem>,
+    /// A version refused as corrupt on a cold start: not read again while `LATEST` names it.
+    cold_refused: Mutex<Option<Version>>,
+    /// The last failure, until a refresh succeeds again.
+    problem: Mutex<Option<ModelProblem>>,
 }
 
 impl ModelSlot {
-    /// Opens the registry and the newest version that loads, if any. Nothing about the
-    /// directory's content is an error here: a model that does not load (a corrupt file, a
-    /// bad `LATEST`, a missing version) or a directory that cannot be created leaves the slot
-    /// empty (or on an older version), [`ModelHealth`] says why, and the next refresh tries again.
-    pub fn open(models_dir: &Path) -> Self {
+    /// Over a local models directory (`$DATA_DIR/models`), loading the newest version that loads.
+    /// Nothing about the directory's content is an error here: a model that does not load (a
+    /// corrupt file, a bad `LATEST`, a missing version) or a directory that cannot be read
+    /// leaves the slot empty (or on an older version), [`ModelHealth`] says why, and the next
+    /// refresh tries again.
+    pub async fn local(models_dir: &Path) -> Self {
+        Self::open(ModelRegistry::in_dir(models_dir), true).await
+    }
+
+    /// Over the data bucket (`models/` in it), every read bounded by `timeout`
+    /// (`MODEL_SYNC_TIMEOUT_MS`): a bucket that does not answer cannot hold the start.
+    pub async fn bucket(objects: Arc<dyn ObjectStore>, timeout: Duration) -> Self {
+        Self::open(ModelRegistry::new(objects).with_timeout(timeout), false).await
+    }
+
+    async fn open(registry: ModelRegistry, older_versions: bool) -> Self {
         let slot = Self {
-            dir: models_dir.to_path_buf(),
-            registry: OnceLock::new(),
+            registry,
+            older_versions,
             live: RwLock::new(None),
-            problems: Mutex::default(),
+            cold_refused: Mutex::new(None),
+            problem: Mutex::new(None),
         };
         // Any failure is recorded (and logged) by `refresh`.
-        let _ = slot.refresh();
+        let _ = slot.refresh().await;
         slot
     }
 
-    /// The registry, opening (creating) its directory the first time.
-    pub fn registry(&self) -> Result<&ModelRegistry, RegistryError> {
-        if let Some(registry) = self.registry.get() {
-            return Ok(registry);
-        }
-        let opened = ModelRegistry::open(&self.dir)?;
-        Ok(self.registry.get_or_init(|| opened))
+    /// Where versions are published for this slot to pick up.
+    pub fn registry(&self) -> &ModelRegistry {
+        &self.registry
     }
 
     /// The model to answer this request with.
     pub fn current(&self) -> Option<Arc<Model>> {
-        let live = self.live.read().unwrap_or_else(|p| p.into_inner()).clone();
-        live.map(|l| l.current())
+        self.live().map(|l| l.current())
     }
 
     fn live(&self) -> Option<Arc<LiveModel>> {
@@ -79,81 +84,82 @@ impl ModelSlot {
 
     /// Picks up a newer version, or the first one. The model serving now keeps
     /// serving when the new one is refused; the refusal is recorded for `/health`.
-    pub fn refresh(&self) -> Result<Option<String>, RegistryError> {
-        let registry = match self.registry() {
-            Ok(registry) => registry,
-            Err(e) => {
-                self.record_load(Some(registry_problem(&self.dir, &e)));
-                return Err(e);
-            }
-        };
+    pub async fn refresh(&self) -> Result<Option<String>, RegistryError> {
         match self.live() {
-            Some(live) => match live.refresh() {
+            Some(live) => match live.refresh().await {
                 Ok(Refresh::Swapped { from, to }) => {
                     tracing::info!(%from, %to, model = %live.current().info().model, "swapped in a newer model");
-                    self.record_load(None);
+                    self.record(None);
                     Ok(Some(to.to_string()))
                 }
                 Ok(Refresh::Unchanged) => {
                     // A refused version stays refused (and reported) until LATEST moves on; back
                     // on the version serving (a rollback), nothing is wrong any more.
-                    if registry.latest_version().ok().flatten().is_some_and(|v| v == live.version()) {
-                        self.record_load(None);
+                    if self.registry.latest().await.ok().flatten().is_some_and(|v| v == live.version()) {
+                        self.record(None);
                     }
                     Ok(None)
                 }
                 Err(e) => {
-                    self.record_load(Some(registry_problem(&self.dir, &e)));
+                    self.record(Some(problem_of(&e)));
                     Err(e)
                 }
             },
-            None => match LiveModel::open(registry.clone()) {
-                Ok((live, refused)) => {
-                    let version = live.version();
-                    tracing::info!(%version, model = %live.current().info().model, "serving the embedded model");
-                    for e in refused.iter().skip(1) {
-                        tracing::warn!(error = %e, "an older model version was refused too");
-                    }
-                    *self.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(live));
-                    self.record_load(refused.first().map(|e| registry_problem(&self.dir, e)));
-                    Ok(Some(version.to_string()))
-                }
-                Err(RegistryError::NoModel(_)) => {
-                    self.record_load(None);
-                    Ok(None)
-                }
-                Err(e) => {
-                    // The registry reports the last version it tried (the oldest); what matters
-                    // is why the one LATEST names does not load.
-                    let e = match registry.latest_version() {
-                        Ok(Some(latest)) => registry.load(&latest).err().unwrap_or(e),
-                        _ => e,
-                    };
-                    self.record_load(Some(registry_problem(&self.dir, &e)));
-                    Err(e)
-                }
-            },
+            None => self.cold_start().await,
         }
     }
 
-    /// Records how the last copy from the bucket went (`BucketModels::sync`).
-    pub fn record_fetch(&self, problem: Option<ModelProblem>) {
-        self.record(problem, |p| &mut p.fetch, "could not fetch the model from the bucket");
-    }
-
-    fn record_load(&self, problem: Option<ModelProblem>) {
-        self.record(problem, |p| &mut p.load, "could not load the model");
+    async fn cold_start(&self) -> Result<Option<String>, RegistryError> {
+        let latest = match self.registry.latest().await {
+            Ok(Some(latest)) => latest,
+            Ok(None) => {
+                self.record(None);
+                return Ok(None);
+            }
+            Err(e) => {
+                self.record(Some(problem_of(&e)));
+                return Err(e);
+            }
+        };
+        if self.cold_refused.lock().unwrap_or_else(|p| p.into_inner()).as_ref() == Some(&latest) {
+            // Still refused, and still reported, while LATEST names it.
+            return Ok(None);
+        }
+        let registry = self.registry.clone();
+        let opened = if self.older_versions {
+            LiveModel::open(registry).await
+        } else {
+            LiveModel::open_latest(registry).await.map(|live| (live, Vec::new()))
+        };
+        match opened {
+            Ok((live, refused)) => {
+                let version = live.version();
+                tracing::info!(%version, model = %live.current().info().model, "serving the embedded model");
+                for e in refused.iter().skip(1) {
+                    tracing::warn!(error = %e, "an older model version was refused too");
+                }
+                *self.live.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(live));
+                self.record(refused.first().map(problem_of));
+                Ok(Some(version.to_string()))
+            }
+            Err(RegistryError::NoModel(_)) => {
+                self.record(None);
+                Ok(None)
+            }
+            Err(e) => {
+                // A corrupt file stays corrupt; a missing one may still be on its way.
+                if matches!(e, RegistryError::Corrupt { .. }) {
+                    *self.cold_refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(latest);
+                }
+                self.record(Some(problem_of(&e)));
+                Err(e)
+            }
+        }
     }
 
     /// Logs a problem when it first appears or changes, and when it goes away, not on every refresh.
-    fn record(
-        &self,
-        problem: Option<ModelProblem>,
-        step: impl FnOnce(&mut Problems) -> &mut Option<ModelProblem>,
-        what: &str,
-    ) {
-        let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = step(&mut problems);
+    fn record(&self, problem: Option<ModelProblem>) {
+        let mut slot = self.problem.lock().unwrap_or_else(|p| p.into_inner());
         if *slot == problem {
             return;
         }
@@ -166,17 +172,19 @@ impl ModelSlot {
                 retryable = p.retryable,
                 serving = serving.as_deref().unwrap_or("none"),
                 error = %p.message,
-                "{what}; answering without it"
+                "could not load the model; answering without it"
             ),
-            None => tracing::info!(serving = serving.as_deref().unwrap_or("none"), "{what}: resolved"),
+            None => tracing::info!(
+                serving = serving.as_deref().unwrap_or("none"),
+                "could not load the model: resolved"
+            ),
         }
         *slot = problem;
     }
 
-    /// The problem `/health` and the 503 report: the fetch first (it comes first), then the load.
+    /// The problem `/health` and the 503 report.
     pub fn problem(&self) -> Option<ModelProblem> {
-        let problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
-        problems.fetch.clone().or_else(|| problems.load.clone())
+        self.problem.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Why there is no model to answer with, for the person reading a fallback answer or a 503.
@@ -195,13 +203,12 @@ impl ModelSlot {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick is immediate, and the slot has just been opened.
+            tick.tick().await;
             loop {
                 tick.tick().await;
-                let slot = slot.clone();
                 // Failures are recorded and logged by the slot itself.
-                if let Err(e) = tokio::task::spawn_blocking(move || slot.refresh()).await {
-                    tracing::warn!(error = %e, "model refresh task failed");
-                }
+                let _ = slot.refresh().await;
             }
         })
     }
@@ -213,73 +220,45 @@ impl ModelHealth for ModelSlot {
     }
 }
 
-/// What a registry error means for `/health`: which file, which version, what was wrong.
-fn registry_problem(dir: &Path, e: &RegistryError) -> ModelProblem {
-    let latest = dir.join("LATEST");
-    let problem = |kind, object: &Path, version: Option<String>, message: String, retryable| ModelProblem {
+/// What a registry error means for `/health`: which object, which version, what was wrong.
+fn problem_of(e: &RegistryError) -> ModelProblem {
+    let problem = |kind, object: &str, version: Option<&Version>, message: String| ModelProblem {
         kind,
-        object: object.display().to_string(),
-        version,
+        object: object.to_owned(),
+        version: version.map(Version::to_string),
         message,
-        retryable,
+        retryable: e.is_retryable(),
     };
-    // `<dir>/<version>/model.bin` names its version.
-    let version_of =
-        |path: &Path| path.parent().and_then(Path::file_name).and_then(|n| n.to_str()).map(str::to_owned);
     match e {
-        RegistryError::BadVersionName(content) => problem(
-            ModelProblemKind::BadLatest,
-            &latest,
+        RegistryError::Store { location, source } => {
+            let kind = match source {
+                ArtifactError::S3 { .. } => ModelProblemKind::BucketUnreachable,
+                _ => ModelProblemKind::StorageError,
+            };
+            problem(kind, location, None, e.to_string())
+        }
+        RegistryError::Timeout { location, after } => problem(
+            ModelProblemKind::BucketUnreachable,
+            location,
             None,
-            bad_latest_message(&latest.display().to_string(), content),
-            false,
+            format!(
+                "no answer for {location} within the {} ms the model sync may take (MODEL_SYNC_TIMEOUT_MS)",
+                after.as_millis()
+            ),
         ),
-        RegistryError::Io { path, source }
-            if *path == latest && source.kind() == std::io::ErrorKind::InvalidData =>
-        {
-            problem(
-                ModelProblemKind::BadLatest,
-                &latest,
-                None,
-                format!("{} is not text", latest.display()),
-                false,
-            )
+        RegistryError::BadLatest { location, message } => {
+            problem(ModelProblemKind::BadLatest, location, None, message.clone())
         }
-        RegistryError::ModelFile(ModelFileError::Invalid { path, .. }) => {
-            problem(ModelProblemKind::CorruptModel, path, version_of(path), e.to_string(), false)
+        RegistryError::MissingVersion { version, location, .. } => {
+            problem(ModelProblemKind::MissingVersion, location, Some(version), e.to_string())
         }
-        RegistryError::ModelFile(ModelFileError::Io { path, source })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            let version = version_of(path);
-            let message = format!(
-                "{} names {}, but {} is missing",
-                latest.display(),
-                version.as_deref().unwrap_or("a version"),
-                path.display()
-            );
-            problem(ModelProblemKind::MissingVersion, path, version, message, false)
+        RegistryError::Corrupt { version, location, .. } => {
+            problem(ModelProblemKind::CorruptModel, location, Some(version), e.to_string())
         }
-        RegistryError::ModelFile(ModelFileError::Io { path, .. }) => {
-            problem(ModelProblemKind::StorageError, path, version_of(path), e.to_string(), true)
-        }
-        RegistryError::Io { path, .. } => {
-            problem(ModelProblemKind::StorageError, path, None, e.to_string(), true)
-        }
-        RegistryError::NoModel(dir) | RegistryError::VersionConflict { dir, .. } => {
-            problem(ModelProblemKind::StorageError, dir, None, e.to_string(), false)
+        other => {
+            problem(ModelProblemKind::StorageError, other.location().unwrap_or("-"), None, e.to_string())
         }
     }
-}
-
-/// `LATEST` holds something that is not a version name: say what, briefly (it may be anything).
-pub(crate) fn bad_latest_message(latest: &str, content: &str) -> String {
-    if content.is_empty() {
-        return format!("{latest} is empty");
-    }
-    let shown: String = content.chars().take(64).collect();
-    let more = if shown.len() < content.len() { "..." } else { "" };
-    format!("{latest} holds {shown:?}{more}, not a model version name")
 }
 
 /// Trains and publishes a first model from the embedded store, so a fresh checkout
@@ -293,16 +272,13 @@ pub async fn train_first_model(store: &EmbeddedStore, slot: &ModelSlot) -> Resul
         rows.extend(page.interactions.iter().map(InteractionRow::from));
     }
     drop(pages);
-    let registry = slot.registry().map_err(|e| e.to_string())?.clone();
-    let version = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let model = recommender::train(rows, &TrainConfig::default()).map_err(|e| e.to_string())?;
-        let version = registry.publish(&model).map_err(|e| e.to_string())?;
-        Ok(version.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    slot.refresh().map_err(|e| e.to_string())?;
-    Ok(version)
+    let model = tokio::task::spawn_blocking(move || recommender::train(rows, &TrainConfig::default()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let version = slot.registry().publish(&model).await.map_err(|e| e.to_string())?;
+    slot.refresh().await.map_err(|e| e.to_string())?;
+    Ok(version.to_string())
 }
 
 /// Six decimals are plenty to order items, and print in a third of the bytes.

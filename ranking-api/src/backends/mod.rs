@@ -1,7 +1,6 @@
 //! Adapters behind the [`crate::port::Recommender`] and [`crate::port::Fallback`] ports.
 
 pub mod answer_cache;
-pub mod bucket_models;
 pub mod embedded;
 pub mod personalize;
 pub mod popularity;

@@ -52,13 +52,30 @@ pub fn test_data(rows: &[(&str, &str)]) -> TestData {
     TestData { dir, popularity, interactions }
 }
 
+/// Runs `future` to completion on a runtime of its own, on a thread of its own, so that sync
+/// helpers can drive the async registry from inside a `#[tokio::test]`.
+pub fn block_on<F: std::future::Future + Send>(future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 /// Trains a model on the test data and publishes it where the embedded backend looks.
 pub fn published_model(data: &TestData) -> Arc<ModelSlot> {
     let models = data.dir.path().join("models");
     let rows: Vec<recommender::InteractionRow> = data.interactions.iter().map(Into::into).collect();
     let model = recommender::train(rows, &recommender::TrainConfig::default()).unwrap();
-    recommender::ModelRegistry::open(&models).unwrap().publish(&model).unwrap();
-    Arc::new(ModelSlot::open(&models))
+    block_on(async {
+        recommender::ModelRegistry::in_dir(&models).publish(&model).await.unwrap();
+        Arc::new(ModelSlot::local(&models).await)
+    })
 }
 
 /// The local composition: embedded model and popular-items fallback over `ROWS`.
