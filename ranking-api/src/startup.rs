@@ -4,14 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::SdkConfig;
-use aws_failure::timeouts::{AwsTimeouts, ClientTimeouts};
-
 use store::embedded::EmbeddedStore;
 use tracing_subscriber::EnvFilter;
 
 use crate::backends::embedded::{EmbeddedRecommender, ModelFallback, ModelSlot, train_first_model};
-use crate::backends::personalize::{PersonalizeRecommender, client_config};
 use crate::backends::popularity::{PopularFallback, SharedPopularity};
 use crate::config::{Cli, Command, Config};
 use crate::port::{Fallback, Recommender};
@@ -22,7 +18,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Whether this process is a Lambda function (the runtime API is only there).
 pub fn in_lambda() -> bool {
-    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+    aws_failure::lambda::running_in_lambda()
 }
 
 fn init_tracing(lambda: bool) {
@@ -43,9 +39,7 @@ pub async fn build_state(
     lambda: bool,
 ) -> Result<(AppState, Option<EmbeddedStore>), BoxError> {
     let aws = if config.uses_personalize() || config.data_bucket.is_some() {
-        // Every client's timeouts (overridable, see `aws_failure::timeouts`), read once here.
-        let timeouts = AwsTimeouts::from_env().map_err(|e| format!("configuration: {e}"))?;
-        Some((aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await, timeouts))
+        Some(aws::load().await?)
     } else {
         None
     };
@@ -72,12 +66,8 @@ pub async fn build_state(
     // the slot stays empty or on an older version, `/health` says why, a refresh recovers.
     let slot = match (&config.data_bucket, &store) {
         (Some(bucket), _) => {
-            let (base, timeouts) = aws.as_ref().expect("loaded when DATA_BUCKET is set");
-            let s3 = artifacts::s3::client(&s3_config(base, timeouts.s3, config.model_sync_timeout()));
-            let objects = Arc::new(artifacts::S3Store::new(s3, bucket.clone()));
-            // Read straight from the bucket into memory: the model lives in memory anyway, and
-            // a local copy would be a second registry to keep consistent.
-            let slot = Arc::new(ModelSlot::bucket(objects, config.model_sync_timeout()).await);
+            let aws = aws.as_ref().expect("loaded when DATA_BUCKET is set");
+            let slot = Arc::new(aws::bucket_slot(aws, bucket, config).await);
             slot.refresh_in_background(config.refresh_every());
             Some(slot)
         }
@@ -112,22 +102,7 @@ pub async fn build_state(
     };
 
     let backend: Option<Arc<dyn Recommender>> = if config.uses_personalize() {
-        // Personalize Runtime has its own budget (PERSONALIZE_TIMEOUT_MS, one attempt): see `client_config`.
-        let (base, _) = aws.as_ref().expect("loaded when Personalize is configured");
-        let client =
-            aws_sdk_personalizeruntime::Client::from_conf(client_config(base, config.personalize_timeout()));
-        tracing::info!(
-            campaign = config.campaign_arn.as_deref().unwrap_or("-"),
-            ranking_campaign = config.ranking_campaign_arn.as_deref().unwrap_or("-"),
-            timeout_ms = config.personalize_timeout_ms,
-            "answering from Personalize"
-        );
-        Some(Arc::new(PersonalizeRecommender::new(
-            client,
-            config.campaign_arn.clone(),
-            config.ranking_campaign_arn.clone(),
-            config.personalize_timeout(),
-        )))
+        Some(aws::personalize(aws.as_ref().expect("loaded when Personalize is configured"), config))
     } else if let Some(slot) = &slot {
         tracing::info!(answer_cache_mb = config.answer_cache_mb, "answering from the embedded recommender");
         Some(Arc::new(EmbeddedRecommender::new(slot.clone()).with_answer_cache(config.answer_cache_bytes())))
@@ -164,15 +139,108 @@ pub async fn build_state(
     Ok((state, store))
 }
 
+/// The AWS adapters (Personalize Runtime, models from the bucket), in builds with the `aws` feature.
+#[cfg(feature = "aws")]
+mod aws {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use aws_config::SdkConfig;
+    use aws_failure::config::AwsSetup;
+    use aws_failure::timeouts::{ClientTimeouts, Service};
+
+    use super::BoxError;
+    use crate::backends::embedded::ModelSlot;
+    use crate::backends::personalize::{PersonalizeRecommender, client_config};
+    use crate::config::Config;
+    use crate::port::Recommender;
+
+    /// Every client's configuration and timeouts (overridable, see `aws_failure::timeouts`), read once.
+    pub async fn load() -> Result<AwsSetup, BoxError> {
+        Ok(AwsSetup::load().await.map_err(|e| format!("configuration: {e}"))?)
+    }
+
+    /// Models read straight from the bucket into memory: the model lives in memory anyway, and
+    /// a local copy would be a second registry to keep consistent.
+    pub async fn bucket_slot(aws: &AwsSetup, bucket: &str, config: &Config) -> ModelSlot {
+        let timeouts = aws.timeouts().get(Service::S3);
+        let s3 = artifacts::s3::client(&super::s3_config(aws.shared(), timeouts, config.model_sync_timeout()));
+        let objects = Arc::new(artifacts::S3Store::new(s3, bucket.to_owned()));
+        ModelSlot::bucket(objects, config.model_sync_timeout()).await
+    }
+
+    /// Personalize Runtime has its own budget (PERSONALIZE_TIMEOUT_MS, one attempt): see `client_config`.
+    pub fn personalize(aws: &AwsSetup, config: &Config) -> Arc<dyn Recommender> {
+        let client = aws_sdk_personalizeruntime::Client::from_conf(client_config(
+            aws.shared(),
+            config.personalize_timeout(),
+        ));
+        tracing::info!(
+            campaign = config.campaign_arn.as_deref().unwrap_or("-"),
+            ranking_campaign = config.ranking_campaign_arn.as_deref().unwrap_or("-"),
+            timeout_ms = config.personalize_timeout_ms,
+            "answering from Personalize"
+        );
+        Arc::new(PersonalizeRecommender::new(
+            client,
+            config.campaign_arn.clone(),
+            config.ranking_campaign_arn.clone(),
+            config.personalize_timeout(),
+        ))
+    }
+
+    pub(super) fn bounded(s3: ClientTimeouts, sync_timeout: Duration) -> ClientTimeouts {
+        ClientTimeouts {
+            connect: s3.connect.min(sync_timeout),
+            attempt: s3.attempt.min(sync_timeout),
+            operation: s3.operation.min(sync_timeout),
+        }
+    }
+
+    pub(super) fn apply(t: ClientTimeouts, base: &SdkConfig) -> SdkConfig {
+        t.apply(base)
+    }
+}
+
+/// Without the `aws` feature: a configuration that names an AWS resource is refused at start,
+/// saying how to get a build that has the adapter, instead of being silently ignored.
+#[cfg(not(feature = "aws"))]
+mod aws {
+    use std::sync::Arc;
+
+    use super::BoxError;
+    use crate::backends::embedded::ModelSlot;
+    use crate::config::Config;
+    use crate::port::Recommender;
+
+    /// Never built: `load` refuses first.
+    pub enum Unavailable {}
+
+    pub async fn load() -> Result<Unavailable, BoxError> {
+        Err("PERSONALIZE_CAMPAIGN_ARN, PERSONALIZE_RANKING_CAMPAIGN_ARN or DATA_BUCKET is set, but this \
+             ranking-api was built without its AWS adapters: build it with `--features aws` (the Lambda \
+             build has them)"
+            .into())
+    }
+
+    pub async fn bucket_slot(never: &Unavailable, _: &str, _: &Config) -> ModelSlot {
+        match *never {}
+    }
+
+    pub fn personalize(never: &Unavailable, _: &Config) -> Arc<dyn Recommender> {
+        match *never {}
+    }
+}
+
 /// The S3 client's bounds for the model sync: the workspace's S3 timeouts (`S3_*_TIMEOUT_MS`), each
 /// cut to the sync's own deadline (`MODEL_SYNC_TIMEOUT_MS`), which no call of it may outlast.
-pub fn s3_config(base: &SdkConfig, s3: ClientTimeouts, sync_timeout: Duration) -> SdkConfig {
-    let bounded = ClientTimeouts {
-        connect: s3.connect.min(sync_timeout),
-        attempt: s3.attempt.min(sync_timeout),
-        operation: s3.operation.min(sync_timeout),
-    };
-    bounded.apply(base)
+#[cfg(feature = "aws")]
+pub fn s3_config(
+    base: &aws_config::SdkConfig,
+    s3: aws_failure::timeouts::ClientTimeouts,
+    sync_timeout: std::time::Duration,
+) -> aws_config::SdkConfig {
+    aws::apply(aws::bounded(s3, sync_timeout), base)
 }
 
 /// The whole program: `main` only parses the command line and calls this.

@@ -2,5 +2,6 @@
 
 pub mod answer_cache;
 pub mod embedded;
+#[cfg(feature = "aws")]
 pub mod personalize;
 pub mod popularity;
