@@ -49,10 +49,7 @@ pub(super) async fn ranking(
 ) -> Result<Response, ApiError> {
     let Path(raw_user) =
         user_id.map_err(|e| ApiError::InvalidUserId(format!("the user id does not decode: {e}")))?;
-    if raw_user == "." || raw_user == ".." {
-        // Clients and gateways resolve these as path segments; the document excludes them too.
-        return Err(ApiError::InvalidUserId(format!("{raw_user:?} is a path segment, not a user id")));
-    }
+    // `.` and `..` are refused here too: `UserId::parse` is the one rule, the document's included.
     let user_id = UserId::parse(raw_user).map_err(|e| ApiError::InvalidUserId(e.to_string()))?;
     let query = query::parse(raw_query.as_deref(), &state.0.filters)?;
     let response = state.0.service.rank(user_id, query).await?;

@@ -34,9 +34,8 @@ impl Modify for ApiKeyScheme {
     }
 }
 
-/// No control characters (Rust's `char::is_control`: U+0000–U+001F, U+007F–U+009F); not `.` or
-/// `..`, which HTTP clients and gateways resolve as path segments before the API sees them.
-pub const USER_ID_PATTERN: &str = r"^(?!\.\.?$)[^\u0000-\u001F\u007F-\u009F]+$";
+/// `{userId}`'s pattern is the id rule's own, so the document and the parser cannot drift.
+pub use schemas::USER_ID_PATTERN;
 /// An ITEM_ID inside `items=`: no control characters, no comma (the separator).
 pub const ITEM_ID_PATTERN: &str = r"^[^,\u0000-\u001F\u007F-\u009F]+$";
 
@@ -100,7 +99,7 @@ fn ranking_parameters(filters: &[&str]) -> Vec<utoipa::openapi::RefOr<utoipa::op
     let mut parameters = vec![
         serde_json::json!({
             "name": "userId", "in": "path", "required": true,
-            "description": format!("The student's USER_ID: 1 to {MAX_ID_CHARS} characters, no control characters"),
+            "description": format!("The student's USER_ID: 1 to {MAX_ID_CHARS} characters, no control characters, not `.` or `..`"),
             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": USER_ID_PATTERN},
         }),
         serde_json::json!({
