@@ -54,6 +54,30 @@ fn check_value(kind: &str, key: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The limits of one `<kind>.<NAME>=<value>` family (`context`, `filterValues`).
+struct Prefixed {
+    kind: &'static str,
+    max_key_chars: usize,
+    max_entries: usize,
+    /// What the entries are called in the "at most" message.
+    entries: &'static str,
+}
+
+impl Prefixed {
+    fn insert(&self, map: &mut BTreeMap<String, String>, name: &str, value: String) -> Result<(), ApiError> {
+        let kind = self.kind;
+        check_key(kind, name, self.max_key_chars)?;
+        check_value(kind, name, &value)?;
+        if map.insert(name.to_owned(), value).is_some() {
+            return Err(bad(format!("{kind}.{name} is given more than once")));
+        }
+        if map.len() > self.max_entries {
+            return Err(bad(format!("at most {} {} are allowed", self.max_entries, self.entries)));
+        }
+        Ok(())
+    }
+}
+
 fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), ApiError> {
     if slot.replace(value).is_some() {
         return Err(bad(format!("{name} is given more than once")));
@@ -71,23 +95,21 @@ pub fn parse(raw: Option<&str>, filters: &HashMap<String, String>) -> Result<Ran
     let mut context = BTreeMap::new();
     for (key, value) in pairs {
         if let Some(name) = key.strip_prefix("context.") {
-            check_key("context", name, MAX_CONTEXT_KEY_CHARS)?;
-            check_value("context", name, &value)?;
-            if context.insert(name.to_owned(), value).is_some() {
-                return Err(bad(format!("context.{name} is given more than once")));
-            }
-            if context.len() > MAX_CONTEXT_ENTRIES {
-                return Err(bad(format!("at most {MAX_CONTEXT_ENTRIES} context entries are allowed")));
-            }
+            let limits = Prefixed {
+                kind: "context",
+                max_key_chars: MAX_CONTEXT_KEY_CHARS,
+                max_entries: MAX_CONTEXT_ENTRIES,
+                entries: "context entries",
+            };
+            limits.insert(&mut context, name, value)?;
         } else if let Some(name) = key.strip_prefix("filterValues.") {
-            check_key("filterValues", name, MAX_FILTER_KEY_CHARS)?;
-            check_value("filterValues", name, &value)?;
-            if filter_values.insert(name.to_owned(), value).is_some() {
-                return Err(bad(format!("filterValues.{name} is given more than once")));
-            }
-            if filter_values.len() > MAX_FILTER_VALUES {
-                return Err(bad(format!("at most {MAX_FILTER_VALUES} filterValues are allowed")));
-            }
+            let limits = Prefixed {
+                kind: "filterValues",
+                max_key_chars: MAX_FILTER_KEY_CHARS,
+                max_entries: MAX_FILTER_VALUES,
+                entries: "filterValues",
+            };
+            limits.insert(&mut filter_values, name, value)?;
         } else {
             match key.as_str() {
                 "numResults" => set_once(&mut num_results, "numResults", value)?,

@@ -329,11 +329,13 @@ async fn a_personalize_deployment_documents_its_filters_and_their_values() {
 
 #[tokio::test]
 async fn dot_segments_are_not_user_ids() {
-    for uri in ["/ranking/%2E", "/ranking/%2E%2E"] {
+    for uri in ["/ranking/%2E", "/ranking/%2E%2E", "/ranking/.", "/ranking/.."] {
         let (_data, state) = embedded_state();
         let (status, body) = get(router(state), uri).await;
         assert_eq!(status, 400, "{uri}");
         assert_eq!(body["error"]["code"], "invalid_user_id", "{uri}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("is a path segment, not an id"), "{uri}: {message}");
     }
 }
 

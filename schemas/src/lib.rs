@@ -9,6 +9,6 @@ pub mod personalize;
 pub mod pipeline;
 
 pub use events::{DetailType, DomainEvent, EmailAddress, EventEnvelope, EventError, ParsedEvent};
-pub use ids::{IdError, ItemId, MAX_ID_CHARS, UserId};
+pub use ids::{IdError, ItemId, MAX_ID_CHARS, USER_ID_PATTERN, UserId};
 pub use interaction::{EventId, EventType, Interaction, InteractionError, Timestamp};
 pub use pipeline::PipelineRequest;
