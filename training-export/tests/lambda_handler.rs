@@ -7,6 +7,7 @@ use clap::Parser;
 use serde_json::json;
 use training_export::app;
 use training_export::config::Config;
+use training_export::pipeline::Outcome;
 
 #[derive(Parser)]
 struct Args {
@@ -26,7 +27,7 @@ async fn scheduler_and_manual_payloads_drive_the_pipeline() {
     let deadline = SystemTime::now() + Duration::from_secs(900);
 
     let idle = app::handle_lambda(&pipeline, json!({"action": "advance"}), deadline).await.unwrap();
-    assert_eq!(idle.outcome, "idle");
+    assert_eq!(idle.outcome, Outcome::Idle);
 
     // An empty data directory gets the demo data, so the export has something to export.
     let export = app::handle_lambda(&pipeline, json!({"action": "export"}), deadline).await.unwrap();
@@ -64,6 +65,6 @@ async fn a_malformed_payload_is_refused_with_a_reason() {
         let err = app::handle_lambda(&pipeline, payload.clone(), deadline).await.unwrap_err();
         assert!(err.to_string().contains("is not a request"), "{err}");
         let diagnostic = lambda_runtime::Diagnostic::from(err);
-        assert_eq!(diagnostic.error_type, "BadPayload", "{payload}");
+        assert_eq!(diagnostic.error_type, "NonRetryable.BadPayload", "{payload}");
     }
 }
