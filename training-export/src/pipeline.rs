@@ -773,6 +773,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn outcomes_serialize_as_before_and_decide_the_exit_code() {
+        let run = |state| Run::new("r".into(), RunKind::Full, Backend::Embedded, "t", state, 1);
+        let started = Response::with_run(Outcome::Started, "m".into(), &run(RunState::Training));
+        assert_eq!(serde_json::to_value(&started).unwrap()["outcome"], "started");
+        assert_eq!(started.exit_code(), 0, "waiting is not failing");
+        let refused = Response::refused("other".into());
+        assert_eq!(serde_json::to_value(&refused).unwrap()["outcome"], "refused");
+        assert_eq!(refused.exit_code(), 2);
+        let rejected = Response::advanced(&run(RunState::Rejected { reason: "worse".into() }));
+        assert_eq!(serde_json::to_value(&rejected).unwrap()["outcome"], "advanced");
+        assert_eq!(rejected.exit_code(), 1);
+        let failed = Response::advanced(&run(RunState::Failed { step: Step::Train, reason: "x".into() }));
+        assert_eq!(failed.exit_code(), 1);
+        assert_eq!(serde_json::to_value(Response::idle()).unwrap()["outcome"], "idle");
+        assert_eq!(serde_json::to_value(Response::status(&[])).unwrap()["outcome"], "status");
+    }
+
+    #[test]
     fn the_gate_allows_the_tolerance_and_no_more() {
         let m = "ndcg";
         assert!(quality_gate(m, Some(0.30), Some(0.30), 0.02).passed);
