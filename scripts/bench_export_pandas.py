@@ -1,5 +1,5 @@
 """The pandas + pyarrow side of scripts/bench-export: the same conversion as
-`training-export bench-convert` (raw interactions CSV -> Personalize CSV + zstd Parquet),
+the `bench_export` example's `convert` (raw interactions CSV -> Personalize CSV + zstd Parquet),
 timed the same way, peak RSS from getrusage. Prints one JSON line.
 
     python bench_export_pandas.py raw.csv out_dir

@@ -20,7 +20,7 @@ import time
 
 from .apps import pipeline_response, training_export
 from .aws import aws_env, bootstrap_personalize, client, runs_table, unique
-from .harness import Phases, clean_env
+from .harness import Phases, clean_env, require_crash_hook
 
 STATES = ["Exporting", "Exported", "Importing", "Imported", "Training", "Trained", "Deploying", "Done"]
 TERMINAL = ("Done", "Failed", "Rejected")
@@ -52,6 +52,7 @@ def let_the_lease_expire(dynamodb, table: str, run: dict) -> None:
 def test_a_crash_after_each_state_resumes_with_one_import_job_and_one_solution_version(
     processes, bins, moto, standin, tmp_path
 ):
+    require_crash_hook(bins)
     phase = Phases("crash after each state")
     dynamodb = client("dynamodb", moto.general)
     s3 = client("s3", moto.s3)

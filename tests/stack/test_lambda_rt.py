@@ -319,7 +319,7 @@ def test_training_export_bad_payload_is_function_error(make, tmp_path):
     r = fn.invoke(b'{"action": "bogus"}')
     assert r.cold_start
     assert r.function_error == "Unhandled"
-    assert r.error["errorType"] == "BadPayload"
+    assert r.error["errorType"] == "NonRetryable.BadPayload"
     assert "bogus" in r.error["errorMessage"]
     assert json.loads(r.payload) == r.error
     assert 1 < r.max_rss_mb < 512
@@ -336,7 +336,7 @@ def test_training_export_async_bad_payload_retries_then_on_failure(make, tmp_pat
     attempts = fn.invocations()
     assert [a.request_id for a in attempts] == [rid] * 3
     assert [a.attempt for a in attempts] == [1, 2, 3]
-    assert all(a.error["errorType"] == "BadPayload" for a in attempts)
+    assert all(a.error["errorType"] == "NonRetryable.BadPayload" for a in attempts)
     assert len(records) == 1
     rec = records[0]
     assert rec["version"] == "1.0" and rec["timestamp"].endswith("Z")
@@ -349,7 +349,7 @@ def test_training_export_async_bad_payload_retries_then_on_failure(make, tmp_pat
     assert rec["requestPayload"] == {"action": "bogus"}
     assert rec["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",
                                       "functionError": "Unhandled"}
-    assert rec["responsePayload"]["errorType"] == "BadPayload"
+    assert rec["responsePayload"]["errorType"] == "NonRetryable.BadPayload"
 
 
 def test_ranking_api_health_through_api_gateway_event(make, tmp_path):
@@ -424,7 +424,7 @@ def test_handle_invoke(make, tmp_path, fake_bootstrap):
         {"x-amz-invocation-type": "RequestResponse"}, b'{"action": "bogus"}')
     assert status == 200
     assert headers["X-Amz-Function-Error"] == "Unhandled"
-    assert json.loads(body)["errorType"] == "BadPayload"
+    assert json.loads(body)["errorType"] == "NonRetryable.BadPayload"
 
     # Event: 202 at once, retried in the background, then the destination record
     status, headers, body = lambdas.handle_invoke(

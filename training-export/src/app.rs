@@ -11,11 +11,12 @@ use store::InteractionStore;
 use store::dynamodb::DynamoInteractionStore;
 use store::embedded::EmbeddedStore;
 
+use crate::backend::{EmbeddedBackend, ModelBackend, PersonalizeBackend};
 use crate::config::Config;
 use crate::embedded_model::EmbeddedTrainer;
 use crate::events::{EventBridgeEvents, LocalEvents, PipelineEvents};
 use crate::personalize::AwsPersonalize;
-use crate::pipeline::{Deadline, Models, Pipeline, PipelineError, Request, Response};
+use crate::pipeline::{Deadline, Pipeline, PipelineError, Request, Response};
 use crate::runs::{DynamoRunStore, EmbeddedRunStore, RunStore};
 use crate::trainer::ModelTrainer;
 
@@ -26,6 +27,7 @@ pub const EVENTS_FILE: &str = "pipeline-events.jsonl";
 /// demo dataset is seeded first, the same one the API seeds.
 pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline> {
     config.validate(in_lambda)?;
+    #[cfg(feature = "test-hooks")]
     if let Some(state) = config.crash_after {
         tracing::warn!(
             state,
@@ -79,22 +81,27 @@ pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline>
         )),
         None => Arc::new(LocalEvents::new(config.data_dir.join(EVENTS_FILE))),
     };
-    let (models, fallback_models) = match config.personalize()? {
+    let trainer = embedded_trainer(config, objects.clone())?;
+    let (backend, fallback_models): (Arc<dyn ModelBackend>, _) = match config.personalize()? {
         Some(resources) => (
-            Models::Personalize(Arc::new(AwsPersonalize::new(
-                aws_sdk_personalize::Client::new(&aws_for(Service::Personalize)),
-                resources,
-            ))),
-            Some(embedded_trainer(config, objects.clone())?),
+            Arc::new(PersonalizeBackend::new(
+                Arc::new(AwsPersonalize::new(
+                    aws_sdk_personalize::Client::new(&aws_for(Service::Personalize)),
+                    resources,
+                )),
+                objects.clone(),
+                config.personalize_settings(),
+            )),
+            Some(trainer),
         ),
-        None => (Models::Embedded(embedded_trainer(config, objects.clone())?), None),
+        None => (Arc::new(EmbeddedBackend::new(trainer, objects.clone())), None),
     };
     Ok(Pipeline {
         interactions,
         objects,
         runs,
         events,
-        models,
+        backend,
         fallback_models,
         settings: config.settings(),
         progress: None,
@@ -120,15 +127,35 @@ pub enum InvocationError {
     Pipeline(#[from] PipelineError),
 }
 
-impl From<InvocationError> for lambda_runtime::Diagnostic {
-    /// The error type tells whoever reads the failure whether invoking again can help.
-    fn from(e: InvocationError) -> Self {
-        let error_type = match &e {
+impl InvocationError {
+    /// Whether invoking again with the same payload can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            InvocationError::BadPayload { .. } => false,
+            InvocationError::Pipeline(e) => e.is_retryable(),
+        }
+    }
+
+    /// A short stable name for the kind of failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
             InvocationError::BadPayload { .. } => "BadPayload",
-            InvocationError::Pipeline(p) if p.is_retryable() => "Retryable",
-            InvocationError::Pipeline(_) => "NotRetryable",
-        };
-        lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
+            InvocationError::Pipeline(e) => e.kind(),
+        }
+    }
+
+    /// Lambda's `errorType`: `Retryable.<Kind>` or `NonRetryable.<Kind>`, the vocabulary
+    /// the event consumer uses, so whoever reads the failure knows whether invoking again
+    /// can help.
+    pub fn error_type(&self) -> String {
+        let class = if self.is_retryable() { "Retryable" } else { "NonRetryable" };
+        format!("{class}.{}", self.kind())
+    }
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(e: InvocationError) -> Self {
+        lambda_runtime::Diagnostic { error_type: e.error_type(), error_message: e.to_string() }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The export benchmark's two halves, used by `scripts/bench-export`: generate a raw
+//! The export benchmark's two halves, used by `scripts/bench-export` through the
+//! `bench_export` example (not part of the API): generate a raw
 //! interactions file (the store's shape: `event_id,user_id,item_id,timestamp,
 //! event_type,event_value`), and convert it through the real export code into the
 //! Personalize CSV + zstd Parquet. pandas + pyarrow do the same conversion of the same

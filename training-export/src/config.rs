@@ -5,8 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::backend::PersonalizeSettings;
 use crate::personalize::PersonalizeResources;
 use crate::pipeline::Settings;
+#[cfg(feature = "test-hooks")]
+use crate::run::RunState;
 use crate::run::TrainingMode;
 
 /// The longest `PERSONALIZE_NAME_PREFIX`: `<prefix>-import-<runId>` must fit Personalize's
@@ -68,31 +71,20 @@ pub struct Config {
     #[arg(long, env = "SAFETY_MARGIN_SECS", default_value_t = 60)]
     pub safety_margin_secs: u64,
     /// Fault injection for the end-to-end tests (`tests/e2e`): abort the process right after a
-    /// run is saved in this state (`Exporting` ... `Done`), as a crash there would. Unset in
-    /// every deployment; refused inside Lambda.
+    /// run is saved in this state (`Exporting` ... `Done`), as a crash there would. Refused
+    /// inside Lambda. Only builds with the `test-hooks` feature have it: the others do not
+    /// read the variable at all.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, env = "TRAINING_EXPORT_CRASH_AFTER", hide = true, value_parser = parse_crash_state)]
     pub crash_after: Option<&'static str>,
 }
 
-/// The states a run can be saved in, as `RunState::name` spells them.
-const STATE_NAMES: [&str; 10] = [
-    "Exporting",
-    "Exported",
-    "Importing",
-    "Imported",
-    "Training",
-    "Trained",
-    "Deploying",
-    "Done",
-    "Failed",
-    "Rejected",
-];
-
+#[cfg(feature = "test-hooks")]
 fn parse_crash_state(raw: &str) -> Result<&'static str, String> {
-    STATE_NAMES
+    RunState::NAMES
         .into_iter()
         .find(|name| *name == raw)
-        .ok_or_else(|| format!("{raw:?} is not a run state; one of {}", STATE_NAMES.join(", ")))
+        .ok_or_else(|| format!("{raw:?} is not a run state; one of {}", RunState::NAMES.join(", ")))
 }
 
 fn parse_tolerance(raw: &str) -> Result<f64, String> {
@@ -156,6 +148,7 @@ impl Config {
                     .into(),
             ));
         }
+        #[cfg(feature = "test-hooks")]
         if in_lambda && self.crash_after.is_some() {
             return Err(ConfigError(
                 "TRAINING_EXPORT_CRASH_AFTER is a test hook that kills the process; unset it in Lambda"
@@ -185,14 +178,21 @@ impl Config {
     pub fn settings(&self) -> Settings {
         Settings {
             scan_segments: self.scan_segments,
-            name_prefix: self.personalize_name_prefix.clone(),
-            training_mode: self.training_mode,
-            full_training_every_days: self.full_training_every_days,
             quality_metric: self.quality_metric.clone(),
             quality_tolerance: self.quality_tolerance,
             safety_margin: Duration::from_secs(self.safety_margin_secs),
+            #[cfg(feature = "test-hooks")]
             crash_after: self.crash_after,
             ..Settings::default()
+        }
+    }
+
+    /// What the Personalize backend needs besides its resources.
+    pub fn personalize_settings(&self) -> PersonalizeSettings {
+        PersonalizeSettings {
+            name_prefix: self.personalize_name_prefix.clone(),
+            training_mode: self.training_mode,
+            full_training_every_days: self.full_training_every_days,
         }
     }
 
@@ -253,6 +253,7 @@ mod tests {
         assert!(bad_prefix.validate(false).is_err());
     }
 
+    #[cfg(feature = "test-hooks")]
     #[test]
     fn the_crash_hook_names_a_state_and_stays_out_of_lambda() {
         assert_eq!(parse(&[]).unwrap().settings().crash_after, None, "off unless set");
@@ -268,25 +269,6 @@ mod tests {
         in_lambda.event_bus_name = Some("e".into());
         let err = in_lambda.validate(true).unwrap_err().to_string();
         assert!(err.contains("TRAINING_EXPORT_CRASH_AFTER is a test hook"), "{err}");
-    }
-
-    #[test]
-    fn every_state_name_is_a_crash_point() {
-        use crate::run::{RunState, Step};
-        let states = [
-            RunState::Exporting,
-            RunState::Exported,
-            RunState::Importing,
-            RunState::Imported,
-            RunState::Training,
-            RunState::Trained,
-            RunState::Deploying,
-            RunState::Done,
-            RunState::Failed { step: Step::Export, reason: String::new() },
-            RunState::Rejected { reason: String::new() },
-        ];
-        let names: Vec<&str> = states.iter().map(RunState::name).collect();
-        assert_eq!(names, STATE_NAMES);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! ever waiting for Personalize. See the crate README for the contract with infra.
 
 pub mod app;
+pub mod backend;
+#[doc(hidden)]
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod embedded_model;
 pub mod events;

@@ -16,17 +16,11 @@ use aws_sdk_personalize::types::{self as pt, DataSource};
 
 use crate::run::{ImportMode, TrainingMode};
 
-/// Where a job stands, as Personalize says it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobStatus {
-    /// `CREATE PENDING`, `CREATE IN_PROGRESS`, ...: come back later.
-    InProgress(String),
-    Active,
-    /// `CREATE FAILED` with Personalize's `failureReason`.
-    Failed(String),
-}
+pub use crate::backend::JobStatus;
 
 impl JobStatus {
+    /// Personalize's `status` and `failureReason`: `CREATE PENDING`, `CREATE IN_PROGRESS`, ...
+    /// are in progress, `ACTIVE` is done, `... FAILED` failed.
     fn from_status(status: Option<&str>, failure: Option<&str>) -> Self {
         match status {
             Some("ACTIVE") => JobStatus::Active,

@@ -5,16 +5,19 @@
 //!
 //! ```text
 //! Exporting ─▶ Exported ─▶ Importing ─▶ Imported ─▶ Training ─▶ Trained ─▶ (gate) ─▶ Deploying ─▶ Done
-//!     │            │ (embedded: straight to Training)               │          │            │
+//!     │            │ (no preparation: straight to Training)         │          │            │
 //!     └─ Failed{Export|Validate}   Failed{Import}      Failed{Train} ┘  Rejected ┘  Failed{Deploy}
 //! ```
+//!
+//! What each step does to a model is the [`ModelBackend`]'s business (Personalize: an
+//! import job, a solution version, a campaign update; embedded: train and publish);
+//! this module only decides which step comes next and records it.
 //!
 //! Crash safety: every external effect is either idempotent by name (import job and
 //! solution version names derive from the run id), or checked before it is repeated
 //! (an export whose manifest exists is not redone; a campaign already updating to the
 //! target is not updated again; what was live is recorded before the update starts).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,21 +25,16 @@ use artifacts::ObjectStore;
 use serde::Serialize;
 use store::InteractionStore;
 
+use crate::backend::{BackendError, Deployment, JobStatus, ModelBackend, Preparation};
 use crate::events::{PipelineEvent, PipelineEvents};
-use crate::export::{self, ExportPlan};
+use crate::export::{self, ExportError, ExportPlan};
 use crate::manifest::Manifest;
-use crate::personalize::{JobStatus, Personalize};
 use crate::run::{
-    Backend, DeployRecord, ExportRecord, FallbackRecord, GateRecord, ImportMode, ImportRecord, Run, RunKind,
-    RunState, Step, TrainingMode, TrainingRecord, new_run_id,
+    Backend, DeployRecord, ExportRecord, FallbackRecord, GateRecord, Run, RunKind, RunState, Step, new_run_id,
 };
 use crate::runs::{RunStore, RunStoreError};
 use crate::trainer::ModelTrainer;
 
-/// The largest delta Personalize imports INCREMENTALLY.
-pub const INCREMENTAL_MAX_BYTES: u64 = 1 << 30;
-/// The fewest new rows an INCREMENTAL import may carry.
-pub const INCREMENTAL_MIN_ROWS: u64 = 1_000;
 /// How many past runs the decisions (import mode, weekly FULL, rollback) look at.
 const HISTORY: usize = 60;
 
@@ -44,10 +42,6 @@ const HISTORY: usize = 60;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub scan_segments: u32,
-    /// Prefix of Personalize job names: `<prefix>-import-<runId>`, `<prefix>-<runId>`.
-    pub name_prefix: String,
-    pub training_mode: TrainingMode,
-    pub full_training_every_days: u32,
     /// A higher-is-better metric, e.g. `normalized_discounted_cumulative_gain_at_10`.
     pub quality_metric: String,
     /// How much worse than the live version a new one may be (0.02 = 2 %).
@@ -57,7 +51,8 @@ pub struct Settings {
     /// How long an invocation holds a run it is advancing (longer than a Lambda lives).
     pub lease: Duration,
     /// Test hook (`TRAINING_EXPORT_CRASH_AFTER`): abort the process right after a run is
-    /// saved in this state. `None` everywhere but the end-to-end crash tests.
+    /// saved in this state. Only in builds with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     pub crash_after: Option<&'static str>,
 }
 
@@ -65,30 +60,12 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             scan_segments: 4,
-            name_prefix: "ranking".into(),
-            training_mode: TrainingMode::Full,
-            full_training_every_days: 7,
             quality_metric: "normalized_discounted_cumulative_gain_at_10".into(),
             quality_tolerance: 0.02,
             safety_margin: Duration::from_secs(60),
             lease: Duration::from_secs(16 * 60),
+            #[cfg(feature = "test-hooks")]
             crash_after: None,
-        }
-    }
-}
-
-/// Where models come from.
-#[derive(Clone)]
-pub enum Models {
-    Personalize(Arc<dyn Personalize>),
-    Embedded(Arc<dyn ModelTrainer>),
-}
-
-impl Models {
-    fn backend(&self) -> Backend {
-        match self {
-            Models::Personalize(_) => Backend::Personalize,
-            Models::Embedded(_) => Backend::Embedded,
         }
     }
 }
@@ -148,12 +125,27 @@ impl From<&Run> for RunSummary {
     }
 }
 
+/// What an invocation did, as its answer says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// A run (or rollback) was created and advanced as far as it could go.
+    Started,
+    /// The active run was advanced.
+    Advanced,
+    /// There was no active run to advance.
+    Idle,
+    /// Another run is active; nothing was started.
+    Refused,
+    /// The latest runs, as asked.
+    Status,
+}
+
 /// What an invocation did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Response {
-    /// `started`, `advanced`, `idle`, `refused` or `status`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<RunSummary>,
@@ -161,6 +153,53 @@ pub struct Response {
     pub active_run_id: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunSummary>,
+}
+
+impl Response {
+    fn new(outcome: Outcome, message: String) -> Self {
+        Self { outcome, message, run: None, active_run_id: None, runs: vec![] }
+    }
+
+    fn with_run(outcome: Outcome, message: String, run: &Run) -> Self {
+        Self { run: Some(RunSummary::from(run)), ..Self::new(outcome, message) }
+    }
+
+    fn advanced(run: &Run) -> Self {
+        Self::with_run(Outcome::Advanced, format!("run {} is {}", run.run_id, run.state.name()), run)
+    }
+
+    fn idle() -> Self {
+        Self::new(Outcome::Idle, "no active run".into())
+    }
+
+    fn refused(active_run_id: String) -> Self {
+        tracing::warn!(%active_run_id, "run refused: another run is active");
+        Self {
+            active_run_id: Some(active_run_id.clone()),
+            ..Self::new(
+                Outcome::Refused,
+                format!("run {active_run_id} is still active; try again when it has finished"),
+            )
+        }
+    }
+
+    fn status(runs: &[Run]) -> Self {
+        Self {
+            active_run_id: runs.iter().find(|r| r.is_active()).map(|r| r.run_id.clone()),
+            runs: runs.iter().map(RunSummary::from).collect(),
+            ..Self::new(Outcome::Status, format!("{} recent runs", runs.len()))
+        }
+    }
+
+    /// The CLI's exit status: 2 when refused (try later), 1 when the run ended Failed or
+    /// Rejected, 0 otherwise (a run still waiting for a job is not a failure).
+    pub fn exit_code(&self) -> u8 {
+        match (self.outcome, self.run.as_ref().map(|r| r.status)) {
+            (Outcome::Refused, _) => 2,
+            (_, Some("Failed" | "Rejected")) => 1,
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +215,14 @@ impl PipelineError {
         match self {
             PipelineError::Runs(e) => e.is_retryable(),
             PipelineError::NothingToRollBack => false,
+        }
+    }
+
+    /// A short stable name for the kind of failure (Lambda's `errorType`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PipelineError::Runs(_) => "RunStore",
+            PipelineError::NothingToRollBack => "NothingToRollBack",
         }
     }
 }
@@ -198,12 +245,36 @@ impl Deadline {
     }
 }
 
-/// A step could not complete.
+/// A step could not complete. Which step is told by the run's state where the failure
+/// is handled ([`failed_step`]): no step changes the state before it fails.
 #[derive(Debug)]
 struct StepFailure {
-    step: Step,
     message: String,
     retryable: bool,
+}
+
+impl StepFailure {
+    fn permanent(message: String) -> Self {
+        Self { message, retryable: false }
+    }
+}
+
+impl From<BackendError> for StepFailure {
+    fn from(e: BackendError) -> Self {
+        Self { message: e.message, retryable: e.retryable }
+    }
+}
+
+impl From<RunStoreError> for StepFailure {
+    fn from(e: RunStoreError) -> Self {
+        Self { retryable: e.is_retryable(), message: e.to_string() }
+    }
+}
+
+impl From<ExportError> for StepFailure {
+    fn from(e: ExportError) -> Self {
+        Self { retryable: e.is_retryable(), message: e.to_string() }
+    }
 }
 
 enum Progress {
@@ -222,7 +293,8 @@ pub struct Pipeline {
     pub objects: Arc<dyn ObjectStore>,
     pub runs: Arc<dyn RunStore>,
     pub events: Arc<dyn PipelineEvents>,
-    pub models: Models,
+    /// Where models come from.
+    pub backend: Arc<dyn ModelBackend>,
     /// With Personalize: the embedded recommender, trained on every full export and
     /// published under `models/`, so the ranking API's fallback serves fresh popular
     /// items (it has no data of its own inside Lambda). `None` skips the refresh.
@@ -244,47 +316,22 @@ impl Pipeline {
             Request::Export { trigger } => self.start(RunKind::ExportOnly, &trigger, deadline).await,
             Request::Rollback { trigger } => self.rollback(&trigger, deadline).await,
             Request::Advance {} => match self.runs.active().await? {
-                Some(run) => {
-                    let run = self.advance(run, deadline).await?;
-                    Ok(Response {
-                        outcome: "advanced",
-                        message: format!("run {} is {}", run.run_id, run.state.name()),
-                        run: Some(RunSummary::from(&run)),
-                        active_run_id: None,
-                        runs: vec![],
-                    })
-                }
-                None => Ok(Response {
-                    outcome: "idle",
-                    message: "no active run".into(),
-                    run: None,
-                    active_run_id: None,
-                    runs: vec![],
-                }),
+                Some(run) => Ok(Response::advanced(&self.advance(run, deadline).await?)),
+                None => Ok(Response::idle()),
             },
-            Request::Status {} => {
-                let runs = self.runs.recent(10).await?;
-                let active = runs.iter().find(|r| r.is_active()).map(|r| r.run_id.clone());
-                Ok(Response {
-                    outcome: "status",
-                    message: format!("{} recent runs", runs.len()),
-                    run: None,
-                    active_run_id: active,
-                    runs: runs.iter().map(RunSummary::from).collect(),
-                })
-            }
+            Request::Status {} => Ok(Response::status(&self.runs.recent(10).await?)),
         }
     }
 
-    fn refused(active_run_id: String) -> Response {
-        tracing::warn!(%active_run_id, "run refused: another run is active");
-        Response {
-            outcome: "refused",
-            message: format!("run {active_run_id} is still active; try again when it has finished"),
-            run: None,
-            active_run_id: Some(active_run_id),
-            runs: vec![],
-        }
+    fn new_run(&self, kind: RunKind, trigger: &str, state: RunState) -> Run {
+        Run::new(
+            new_run_id(time::OffsetDateTime::now_utc()),
+            kind,
+            self.backend.kind(),
+            trigger,
+            state,
+            now(),
+        )
     }
 
     async fn start(
@@ -294,35 +341,16 @@ impl Pipeline {
         deadline: Deadline,
     ) -> Result<Response, PipelineError> {
         let history = self.runs.recent(HISTORY).await?;
-        let mut run = Run::new(
-            new_run_id(time::OffsetDateTime::now_utc()),
-            kind,
-            self.models.backend(),
-            trigger,
-            RunState::Exporting,
-            now(),
-        );
-        // The previous import's newest row: the delta file starts after it.
+        let mut run = self.new_run(kind, trigger, RunState::Exporting);
+        // The previous import's newest row: the delta file starts after it. (Only a
+        // backend that imports leaves import records.)
         run.delta_since = history
             .iter()
-            .filter(|r| r.backend == Backend::Personalize)
             .filter_map(|r| r.import.as_ref())
             .find(|i| i.completed)
             .and_then(|i| i.max_timestamp);
-        match self.runs.create(&run).await {
-            Ok(()) => self.crash_point(&run),
-            Err(RunStoreError::Busy { active_run_id }) => return Ok(Self::refused(active_run_id)),
-            Err(e) => return Err(e.into()),
-        }
-        tracing::info!(run_id = %run.run_id, ?kind, trigger, "run started");
-        let run = self.advance(run, deadline).await?;
-        Ok(Response {
-            outcome: "started",
-            message: format!("run {} is {}", run.run_id, run.state.name()),
-            run: Some(RunSummary::from(&run)),
-            active_run_id: None,
-            runs: vec![],
-        })
+        self.create_and_advance(run, deadline, |run| format!("run {} is {}", run.run_id, run.state.name()))
+            .await
     }
 
     async fn rollback(&self, trigger: &str, deadline: Deadline) -> Result<Response, PipelineError> {
@@ -333,29 +361,33 @@ impl Pipeline {
             .find_map(|r| r.deploy.clone())
             .ok_or(PipelineError::NothingToRollBack)?;
         let previous = last_deploy.previous.ok_or(PipelineError::NothingToRollBack)?;
-        let mut run = Run::new(
-            new_run_id(time::OffsetDateTime::now_utc()),
-            RunKind::Rollback,
-            self.models.backend(),
-            trigger,
-            RunState::Deploying,
-            now(),
-        );
+        let mut run = self.new_run(RunKind::Rollback, trigger, RunState::Deploying);
         run.deploy = Some(DeployRecord { target: previous.clone(), previous: Some(last_deploy.target) });
+        self.create_and_advance(run, deadline, |run| {
+            format!("rollback {} to {previous} is {}", run.run_id, run.state.name())
+        })
+        .await
+    }
+
+    /// Stores the new `run` (refused while another is active) and advances it; the
+    /// answer's message is `describe(run)` once it stopped.
+    async fn create_and_advance(
+        &self,
+        run: Run,
+        deadline: Deadline,
+        describe: impl FnOnce(&Run) -> String,
+    ) -> Result<Response, PipelineError> {
         match self.runs.create(&run).await {
             Ok(()) => self.crash_point(&run),
-            Err(RunStoreError::Busy { active_run_id }) => return Ok(Self::refused(active_run_id)),
+            Err(RunStoreError::Busy { active_run_id }) => return Ok(Response::refused(active_run_id)),
             Err(e) => return Err(e.into()),
         }
-        tracing::info!(run_id = %run.run_id, target = %previous, "rollback started");
+        tracing::info!(
+            run_id = %run.run_id, kind = ?run.kind, trigger = %run.trigger,
+            target = ?run.deploy.as_ref().map(|d| &d.target), "run started"
+        );
         let run = self.advance(run, deadline).await?;
-        Ok(Response {
-            outcome: "started",
-            message: format!("rollback {} to {previous} is {}", run.run_id, run.state.name()),
-            run: Some(RunSummary::from(&run)),
-            active_run_id: None,
-            runs: vec![],
-        })
+        Ok(Response::with_run(Outcome::Started, describe(&run), &run))
     }
 
     /// Advances `run` until it waits, ends, or the deadline comes near, holding its
@@ -415,7 +447,7 @@ impl Pipeline {
                 }
                 Err(failure) if failure.retryable => {
                     tracing::warn!(
-                        run_id = %run.run_id, state = run.state.name(), step = %failure.step,
+                        run_id = %run.run_id, state = run.state.name(), step = %failed_step(&run),
                         error = %failure.message, "retryable failure; the next invocation tries again"
                     );
                     run.last_error = Some(failure.message);
@@ -426,7 +458,7 @@ impl Pipeline {
                     break;
                 }
                 Err(failure) => {
-                    let state = RunState::Failed { step: failure.step, reason: failure.message };
+                    let state = RunState::Failed { step: failed_step(&run), reason: failure.message };
                     if let Err(e) = self.finish(&mut run, state).await {
                         tracing::error!(run_id = %run.run_id, error = %e.message, "could not announce the failure; will retry");
                         break;
@@ -444,7 +476,8 @@ impl Pipeline {
 
     /// The crash hook of the end-to-end tests: when `run` was just saved in the state
     /// `crash_after` names, the process dies here as a killed one would: no unwinding, no
-    /// lease released, nothing more written. Never configured outside those tests.
+    /// lease released, nothing more written. Compiled in only with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     fn crash_point(&self, run: &Run) {
         if self.settings.crash_after == Some(run.state.name()) {
             tracing::error!(
@@ -455,15 +488,17 @@ impl Pipeline {
         }
     }
 
+    #[cfg(not(feature = "test-hooks"))]
+    fn crash_point(&self, _: &Run) {}
+
     /// Enters a terminal state: announce first, so that a state is never terminal
     /// without its event (a failed publish leaves the run where it was, to retry).
     async fn finish(&self, run: &mut Run, state: RunState) -> Result<(), StepFailure> {
         let event = PipelineEvent::for_run(run, &state);
-        self.events.publish(&event).await.map_err(|e| StepFailure {
-            step: failed_step(run),
-            message: e.to_string(),
-            retryable: true,
-        })?;
+        self.events
+            .publish(&event)
+            .await
+            .map_err(|e| StepFailure { message: e.to_string(), retryable: true })?;
         match &state {
             RunState::Failed { step, reason } => {
                 tracing::error!(run_id = %run.run_id, %step, %reason, "run failed")
@@ -475,126 +510,100 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Ends `run` in `state`; the step moved it.
+    async fn finished(&self, run: &mut Run, state: RunState) -> Result<Progress, StepFailure> {
+        self.finish(run, state).await?;
+        Ok(Progress::Moved)
+    }
+
     async fn step(&self, run: &mut Run) -> Result<Progress, StepFailure> {
+        let exporting = matches!(run.state, RunState::Exporting) || run.kind == RunKind::ExportOnly;
+        if !exporting && run.is_active() && run.backend != self.backend.kind() {
+            return Err(StepFailure::permanent(format!(
+                "run {} was started for {:?}, which is not configured now",
+                run.run_id, run.backend
+            )));
+        }
         match run.state.clone() {
             RunState::Exporting => self.export(run).await,
-            RunState::Exported => match (run.kind, &self.models) {
-                (RunKind::ExportOnly, _) => {
-                    self.finish(run, RunState::Done).await?;
-                    Ok(Progress::Moved)
+            RunState::Exported if run.kind == RunKind::ExportOnly => self.finished(run, RunState::Done).await,
+            RunState::Exported => {
+                if run.fallback_model.is_none()
+                    && let Some(trainer) = &self.fallback_models
+                {
+                    run.fallback_model = Some(self.refresh_fallback(run, trainer.as_ref()).await);
+                    // Saved before the preparation starts, so a retry does not train it again.
+                    return Ok(Progress::Moved);
                 }
-                (_, Models::Personalize(p)) => {
-                    if run.fallback_model.is_none()
-                        && let Some(trainer) = &self.fallback_models
-                    {
-                        run.fallback_model = Some(self.refresh_fallback(run, trainer.as_ref()).await);
-                        // Saved before the import starts, so a retry does not train it again.
-                        return Ok(Progress::Moved);
+                let export = run.export.clone().ok_or_else(|| missing(run))?;
+                match self.backend.prepare(run, &export).await? {
+                    Preparation::Started(import) => {
+                        run.import = Some(import);
+                        run.enter(RunState::Importing, now());
                     }
-                    self.start_import(run, p.as_ref()).await
+                    Preparation::NotNeeded => run.enter(RunState::Training, now()),
                 }
-                (_, Models::Embedded(_)) => {
-                    run.enter(RunState::Training, now());
-                    Ok(Progress::Moved)
-                }
-            },
+                Ok(Progress::Moved)
+            }
             RunState::Importing => {
-                let Models::Personalize(p) = &self.models else { return Err(wrong_backend(run)) };
-                let arn = run
-                    .import
-                    .as_ref()
-                    .and_then(|i| i.job_arn.clone())
-                    .ok_or_else(|| missing(run, Step::Import))?;
-                match p.import_status(&arn).await.map_err(|e| fail(Step::Import, e))? {
+                let import = run.import.clone().ok_or_else(|| missing(run))?;
+                match self.backend.preparation_status(&import).await? {
                     JobStatus::Active => {
                         run.import.as_mut().expect("checked").completed = true;
                         run.enter(RunState::Imported, now());
                         Ok(Progress::Moved)
                     }
-                    JobStatus::InProgress(s) => Ok(Progress::Wait(format!("import job {s}"))),
+                    JobStatus::InProgress(what) => Ok(Progress::Wait(what)),
                     JobStatus::Failed(reason) => {
-                        self.finish(run, RunState::Failed { step: Step::Import, reason }).await?;
-                        Ok(Progress::Moved)
+                        self.finished(run, RunState::Failed { step: Step::Import, reason }).await
                     }
                 }
             }
             RunState::Imported => {
-                let Models::Personalize(p) = &self.models else { return Err(wrong_backend(run)) };
-                let history = self.runs.recent(HISTORY).await.map_err(|e| StepFailure {
-                    step: Step::Train,
-                    message: e.to_string(),
-                    retryable: e.is_retryable(),
-                })?;
-                let mode = choose_training_mode(
-                    self.settings.training_mode,
-                    &history,
-                    now(),
-                    self.settings.full_training_every_days,
-                );
-                let name = format!("{}-{}", self.settings.name_prefix, run.run_id);
-                let arn =
-                    p.start_training(&name, mode, run.created_at).await.map_err(|e| fail(Step::Train, e))?;
-                run.training = Some(TrainingRecord {
-                    name,
-                    version: Some(arn),
-                    mode,
-                    completed: false,
-                    metrics: BTreeMap::new(),
-                });
+                self.start_training(run).await?;
                 run.enter(RunState::Training, now());
                 Ok(Progress::Moved)
             }
-            RunState::Training => match &self.models {
-                Models::Personalize(p) => {
-                    let arn = run
-                        .training
-                        .as_ref()
-                        .and_then(|t| t.version.clone())
-                        .ok_or_else(|| missing(run, Step::Train))?;
-                    match p.training_status(&arn).await.map_err(|e| fail(Step::Train, e))? {
-                        JobStatus::Active => {
-                            run.training.as_mut().expect("checked").completed = true;
-                            run.enter(RunState::Trained, now());
-                            Ok(Progress::Moved)
-                        }
-                        JobStatus::InProgress(s) => Ok(Progress::Wait(format!("solution version {s}"))),
-                        JobStatus::Failed(reason) => {
-                            self.finish(run, RunState::Failed { step: Step::Train, reason }).await?;
-                            Ok(Progress::Moved)
-                        }
+            RunState::Training => {
+                // Without a preparation, training starts here (and may be done at once).
+                let training = match run.training.clone() {
+                    Some(training) => training,
+                    None => self.start_training(run).await?,
+                };
+                if training.completed {
+                    run.enter(RunState::Trained, now());
+                    return Ok(Progress::Moved);
+                }
+                match self.backend.training_status(&training).await? {
+                    JobStatus::Active => {
+                        run.training.as_mut().expect("recorded").completed = true;
+                        run.enter(RunState::Trained, now());
+                        Ok(Progress::Moved)
+                    }
+                    JobStatus::InProgress(what) => Ok(Progress::Wait(what)),
+                    JobStatus::Failed(reason) => {
+                        self.finished(run, RunState::Failed { step: Step::Train, reason }).await
                     }
                 }
-                Models::Embedded(trainer) => {
-                    let prefix = run
-                        .export
-                        .as_ref()
-                        .map(|e| e.prefix.clone())
-                        .ok_or_else(|| missing(run, Step::Train))?;
-                    let manifest = export::read_manifest(self.objects.as_ref(), &prefix)
-                        .await
-                        .map_err(|message| StepFailure { step: Step::Train, message, retryable: false })?;
-                    let model = trainer.train(&manifest, &run.run_id).await.map_err(|e| StepFailure {
-                        step: Step::Train,
-                        message: e.message,
-                        retryable: e.retryable,
-                    })?;
-                    run.training = Some(TrainingRecord {
-                        name: run.run_id.clone(),
-                        version: Some(model.version),
-                        mode: TrainingMode::Full,
-                        completed: true,
-                        metrics: model.metrics,
-                    });
-                    run.enter(RunState::Trained, now());
-                    Ok(Progress::Moved)
-                }
-            },
+            }
             RunState::Trained => self.gate(run).await,
             RunState::Deploying => self.deploy(run).await,
             RunState::Done | RunState::Failed { .. } | RunState::Rejected { .. } => {
                 Ok(Progress::Wait("terminal".into()))
             }
         }
+    }
+
+    /// Starts the training of `run` and records it; returns the record.
+    async fn start_training(&self, run: &mut Run) -> Result<crate::run::TrainingRecord, StepFailure> {
+        let history = self.runs.recent(HISTORY).await?;
+        let training = self.backend.start_training(run, &history).await?;
+        tracing::info!(
+            run_id = %run.run_id, name = %training.name, mode = ?training.mode,
+            completed = training.completed, "training started"
+        );
+        run.training = Some(training.clone());
+        Ok(training)
     }
 
     async fn export(&self, run: &mut Run) -> Result<Progress, StepFailure> {
@@ -614,9 +623,7 @@ impl Pipeline {
                     }
                 };
                 let pages = export::scan_all_in_tasks(self.interactions.clone(), self.settings.scan_segments);
-                export::export(pages, self.objects.as_ref(), &plan, &report).await.map_err(|e| {
-                    StepFailure { step: Step::Export, retryable: e.is_retryable(), message: e.to_string() }
-                })?
+                export::export(pages, self.objects.as_ref(), &plan, &report).await?
             }
         };
         run.export = Some(export_record(&plan, &manifest));
@@ -627,13 +634,13 @@ impl Pipeline {
         match manifest.validate() {
             Ok(()) => {
                 run.enter(RunState::Exported, now());
+                Ok(Progress::Moved)
             }
             Err(failure) => {
-                self.finish(run, RunState::Failed { step: Step::Validate, reason: failure.to_string() })
-                    .await?;
+                self.finished(run, RunState::Failed { step: Step::Validate, reason: failure.to_string() })
+                    .await
             }
         }
-        Ok(Progress::Moved)
     }
 
     /// Trains the embedded model on this run's export and publishes it for the API's
@@ -659,119 +666,48 @@ impl Pipeline {
         }
     }
 
-    async fn start_import(&self, run: &mut Run, p: &dyn Personalize) -> Result<Progress, StepFailure> {
-        let export = run.export.clone().ok_or_else(|| missing(run, Step::Import))?;
-        let (mode, key) = choose_import(&export, run.delta_since.is_some());
-        let name = format!("{}-import-{}", self.settings.name_prefix, run.run_id);
-        let source = self.objects.location(&key);
-        let arn = p.start_import(&name, &source, mode).await.map_err(|e| fail(Step::Import, e))?;
-        tracing::info!(run_id = %run.run_id, job = %name, ?mode, %source, "import job started");
-        run.import = Some(ImportRecord {
-            job_name: name,
-            job_arn: Some(arn),
-            mode,
-            source,
-            max_timestamp: export.max_timestamp,
-            completed: false,
-        });
-        run.enter(RunState::Importing, now());
-        Ok(Progress::Moved)
-    }
-
     /// Compares the new version with the live one, records both and what was live,
     /// then moves to Deploying or ends Rejected. Two steps, so what was live is saved
-    /// before the campaign is touched.
+    /// before anything is deployed.
     async fn gate(&self, run: &mut Run) -> Result<Progress, StepFailure> {
         if let Some(gate) = run.gate.clone() {
             if gate.passed {
                 run.enter(RunState::Deploying, now());
-            } else {
-                self.finish(run, RunState::Rejected { reason: gate.reason }).await?;
+                return Ok(Progress::Moved);
             }
-            return Ok(Progress::Moved);
+            return self.finished(run, RunState::Rejected { reason: gate.reason }).await;
         }
-        let training = run.training.clone().ok_or_else(|| missing(run, Step::QualityGate))?;
-        let candidate_version = training.version.clone().ok_or_else(|| missing(run, Step::QualityGate))?;
+        let training = run.training.clone().ok_or_else(|| missing(run))?;
+        let candidate_version = training.version.clone().ok_or_else(|| missing(run))?;
         let metric = &self.settings.quality_metric;
-        let gate_failure =
-            |e: String, retryable| StepFailure { step: Step::QualityGate, message: e, retryable };
-        let (candidate, live_version, live) = match &self.models {
-            Models::Personalize(p) => {
-                let candidate =
-                    p.metrics(&candidate_version).await.map_err(|e| fail(Step::QualityGate, e))?;
-                let serving = p.campaign().await.map_err(|e| fail(Step::QualityGate, e))?.serving;
-                let live = match &serving {
-                    Some(s) if *s != candidate_version => {
-                        p.metrics(s).await.map_err(|e| fail(Step::QualityGate, e))?.get(metric).copied()
-                    }
-                    _ => None,
-                };
-                (candidate.get(metric).copied(), serving, live)
-            }
-            Models::Embedded(trainer) => {
-                let live = trainer.live().await.map_err(|e| gate_failure(e.message, e.retryable))?;
-                let live_metric = live.as_ref().and_then(|m| m.metrics.get(metric).copied());
-                (training.metrics.get(metric).copied(), live.map(|m| m.version), live_metric)
-            }
-        };
+        let candidate = self.backend.candidate_metrics(&training).await?.get(metric).copied();
+        let live_model = self.backend.live(&candidate_version).await?;
+        let live = live_model.as_ref().and_then(|m| m.metrics.get(metric).copied());
         let gate = quality_gate(metric, candidate, live, self.settings.quality_tolerance);
         tracing::info!(
             run_id = %run.run_id, metric = %metric, candidate = ?candidate, live = ?live,
             passed = gate.passed, "quality gate"
         );
         run.gate = Some(gate);
-        run.deploy = Some(DeployRecord { target: candidate_version, previous: live_version });
+        run.deploy =
+            Some(DeployRecord { target: candidate_version, previous: live_model.map(|m| m.version) });
         Ok(Progress::Moved)
     }
 
     async fn deploy(&self, run: &mut Run) -> Result<Progress, StepFailure> {
-        let step = failed_step(run);
-        let target = run.deploy.as_ref().map(|d| d.target.clone()).ok_or_else(|| missing(run, step))?;
-        match &self.models {
-            Models::Personalize(p) => {
-                let campaign = p.campaign().await.map_err(|e| fail(step, e))?;
-                match campaign.latest_update {
-                    Some((to, status)) if to == target => match status {
-                        JobStatus::Active => {
-                            self.finish(run, RunState::Done).await?;
-                            Ok(Progress::Moved)
-                        }
-                        JobStatus::InProgress(s) => Ok(Progress::Wait(format!("campaign update {s}"))),
-                        JobStatus::Failed(reason) => {
-                            let serving = campaign.serving.unwrap_or_else(|| "its previous version".into());
-                            let reason = format!("{reason}; the campaign still serves {serving}");
-                            self.finish(run, RunState::Failed { step, reason }).await?;
-                            Ok(Progress::Moved)
-                        }
-                    },
-                    Some((_, JobStatus::InProgress(s))) => {
-                        // Someone else's update is running; ours waits for it.
-                        Ok(Progress::Wait(format!("another campaign update is {s}")))
-                    }
-                    _ if campaign.serving.as_deref() == Some(target.as_str()) => {
-                        self.finish(run, RunState::Done).await?;
-                        Ok(Progress::Moved)
-                    }
-                    _ => {
-                        p.update_campaign(&target).await.map_err(|e| fail(step, e))?;
-                        tracing::info!(run_id = %run.run_id, %target, "campaign update requested");
-                        Ok(Progress::Wait("campaign update requested".into()))
-                    }
-                }
-            }
-            Models::Embedded(trainer) => {
-                trainer.publish(&target).await.map_err(|e| StepFailure {
-                    step,
-                    message: e.message,
-                    retryable: e.retryable,
-                })?;
-                self.finish(run, RunState::Done).await?;
-                Ok(Progress::Moved)
+        let target = run.deploy.as_ref().map(|d| d.target.clone()).ok_or_else(|| missing(run))?;
+        match self.backend.deploy(&target).await? {
+            Deployment::Done => self.finished(run, RunState::Done).await,
+            Deployment::Wait(why) => Ok(Progress::Wait(why)),
+            Deployment::Failed(reason) => {
+                let step = failed_step(run);
+                self.finished(run, RunState::Failed { step, reason }).await
             }
         }
     }
 }
 
+/// The step a failure in `run`'s current state belongs to.
 fn failed_step(run: &Run) -> Step {
     match (&run.kind, &run.state) {
         (RunKind::Rollback, _) => Step::Rollback,
@@ -783,28 +719,12 @@ fn failed_step(run: &Run) -> Step {
     }
 }
 
-fn fail(step: Step, e: crate::personalize::PersonalizeError) -> StepFailure {
-    StepFailure { step, retryable: e.retryable, message: e.to_string() }
-}
-
-fn missing(run: &Run, step: Step) -> StepFailure {
-    StepFailure {
-        step,
-        message: format!(
-            "run {} is {} but lacks the record of an earlier step",
-            run.run_id,
-            run.state.name()
-        ),
-        retryable: false,
-    }
-}
-
-fn wrong_backend(run: &Run) -> StepFailure {
-    StepFailure {
-        step: failed_step(run),
-        message: format!("run {} was started for {:?}, which is not configured now", run.run_id, run.backend),
-        retryable: false,
-    }
+fn missing(run: &Run) -> StepFailure {
+    StepFailure::permanent(format!(
+        "run {} is {} but lacks the record of an earlier step",
+        run.run_id,
+        run.state.name()
+    ))
 }
 
 fn export_record(plan: &ExportPlan, m: &Manifest) -> ExportRecord {
@@ -820,44 +740,6 @@ fn export_record(plan: &ExportPlan, m: &Manifest) -> ExportRecord {
         delta_size: m.delta.as_ref().map(|d| d.file.size),
         delta_new_rows: m.delta.as_ref().map(|d| d.new_rows),
         rejected: m.rejected.count,
-    }
-}
-
-/// FULL the first time; INCREMENTAL (the delta file) when it carries at least 1,000
-/// new rows and is under 1 GB; FULL (the whole file) otherwise.
-pub fn choose_import(export: &ExportRecord, imported_before: bool) -> (ImportMode, String) {
-    if imported_before
-        && let (Some(key), Some(size), Some(new_rows)) =
-            (&export.delta_key, export.delta_size, export.delta_new_rows)
-        && new_rows >= INCREMENTAL_MIN_ROWS
-        && size < INCREMENTAL_MAX_BYTES
-    {
-        return (ImportMode::Incremental, key.clone());
-    }
-    (ImportMode::Full, export.csv_key.clone())
-}
-
-/// FULL when configured; UPDATE otherwise, unless no completed FULL training is
-/// younger than `every_days` (UPDATE needs a FULL version, and a weekly FULL keeps
-/// the model from drifting).
-pub fn choose_training_mode(
-    configured: TrainingMode,
-    history: &[Run],
-    now: i64,
-    every_days: u32,
-) -> TrainingMode {
-    if configured == TrainingMode::Full {
-        return TrainingMode::Full;
-    }
-    let last_full = history
-        .iter()
-        .filter(|r| r.backend == Backend::Personalize)
-        .filter(|r| r.training.as_ref().is_some_and(|t| t.mode == TrainingMode::Full && t.completed))
-        .map(|r| r.created_at)
-        .max();
-    match last_full {
-        Some(at) if now - at < i64::from(every_days) * 86_400 => TrainingMode::Update,
-        _ => TrainingMode::Full,
     }
 }
 
@@ -891,6 +773,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn outcomes_serialize_as_before_and_decide_the_exit_code() {
+        let run = |state| Run::new("r".into(), RunKind::Full, Backend::Embedded, "t", state, 1);
+        let started = Response::with_run(Outcome::Started, "m".into(), &run(RunState::Training));
+        assert_eq!(serde_json::to_value(&started).unwrap()["outcome"], "started");
+        assert_eq!(started.exit_code(), 0, "waiting is not failing");
+        let refused = Response::refused("other".into());
+        assert_eq!(serde_json::to_value(&refused).unwrap()["outcome"], "refused");
+        assert_eq!(refused.exit_code(), 2);
+        let rejected = Response::advanced(&run(RunState::Rejected { reason: "worse".into() }));
+        assert_eq!(serde_json::to_value(&rejected).unwrap()["outcome"], "advanced");
+        assert_eq!(rejected.exit_code(), 1);
+        let failed = Response::advanced(&run(RunState::Failed { step: Step::Train, reason: "x".into() }));
+        assert_eq!(failed.exit_code(), 1);
+        assert_eq!(serde_json::to_value(Response::idle()).unwrap()["outcome"], "idle");
+        assert_eq!(serde_json::to_value(Response::status(&[])).unwrap()["outcome"], "status");
+    }
+
+    #[test]
     fn the_gate_allows_the_tolerance_and_no_more() {
         let m = "ndcg";
         assert!(quality_gate(m, Some(0.30), Some(0.30), 0.02).passed);
@@ -907,67 +807,6 @@ mod tests {
         assert!(
             quality_gate(m, None, None, 0.02).passed,
             "no figure but nothing live: the first model goes out"
-        );
-    }
-
-    fn export(delta: Option<(u64, u64)>) -> ExportRecord {
-        ExportRecord {
-            prefix: "exports/r".into(),
-            rows: 50_000,
-            distinct_users: 100,
-            distinct_items: 10,
-            max_timestamp: Some(1),
-            csv_key: "exports/r/interactions.csv".into(),
-            csv_size: 5_000_000,
-            delta_key: delta.map(|_| "exports/r/interactions-delta.csv".into()),
-            delta_size: delta.map(|(_, size)| size),
-            delta_new_rows: delta.map(|(rows, _)| rows),
-            rejected: 0,
-        }
-    }
-
-    #[test]
-    fn import_mode_rules() {
-        assert_eq!(choose_import(&export(None), false).0, ImportMode::Full, "first import");
-        assert_eq!(choose_import(&export(Some((5_000, 1_000))), false).0, ImportMode::Full, "first import");
-        let (mode, key) = choose_import(&export(Some((1_000, 100_000))), true);
-        assert_eq!((mode, key.as_str()), (ImportMode::Incremental, "exports/r/interactions-delta.csv"));
-        assert_eq!(
-            choose_import(&export(Some((999, 100_000))), true).0,
-            ImportMode::Full,
-            "too few new rows"
-        );
-        assert_eq!(choose_import(&export(Some((5_000, 1 << 30))), true).0, ImportMode::Full, "1 GB or more");
-    }
-
-    #[test]
-    fn update_training_needs_a_recent_full_one() {
-        let day = 86_400;
-        let trained = |mode, at| {
-            let mut r = Run::new("r".into(), RunKind::Full, Backend::Personalize, "t", RunState::Done, at);
-            r.training = Some(TrainingRecord {
-                name: "n".into(),
-                version: None,
-                mode,
-                completed: true,
-                metrics: BTreeMap::new(),
-            });
-            r
-        };
-        let now = 100 * day;
-        assert_eq!(choose_training_mode(TrainingMode::Full, &[], now, 7), TrainingMode::Full);
-        assert_eq!(
-            choose_training_mode(TrainingMode::Update, &[], now, 7),
-            TrainingMode::Full,
-            "no FULL yet"
-        );
-        let history = [trained(TrainingMode::Update, now - day), trained(TrainingMode::Full, now - 6 * day)];
-        assert_eq!(choose_training_mode(TrainingMode::Update, &history, now, 7), TrainingMode::Update);
-        let history = [trained(TrainingMode::Update, now - day), trained(TrainingMode::Full, now - 7 * day)];
-        assert_eq!(
-            choose_training_mode(TrainingMode::Update, &history, now, 7),
-            TrainingMode::Full,
-            "weekly FULL"
         );
     }
 }

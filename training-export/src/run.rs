@@ -60,6 +60,20 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// Every state's [`RunState::name`], in the order of the machine.
+    pub const NAMES: [&'static str; 10] = [
+        "Exporting",
+        "Exported",
+        "Importing",
+        "Imported",
+        "Training",
+        "Trained",
+        "Deploying",
+        "Done",
+        "Failed",
+        "Rejected",
+    ];
+
     pub fn is_terminal(&self) -> bool {
         matches!(self, RunState::Done | RunState::Failed { .. } | RunState::Rejected { .. })
     }
@@ -298,6 +312,26 @@ mod tests {
                 assert!(new_run_id(t + later) > new_run_id(t), "{later}");
             }
         }
+    }
+
+    #[test]
+    fn names_lists_every_state_in_order() {
+        let states = [
+            RunState::Exporting,
+            RunState::Exported,
+            RunState::Importing,
+            RunState::Imported,
+            RunState::Training,
+            RunState::Trained,
+            RunState::Deploying,
+            RunState::Done,
+            RunState::Failed { step: Step::Export, reason: String::new() },
+            RunState::Rejected { reason: String::new() },
+        ];
+        // A state added to the enum fails `name()`'s match; one added there without a
+        // place in NAMES fails here.
+        let names: Vec<&str> = states.iter().map(RunState::name).collect();
+        assert_eq!(names, RunState::NAMES);
     }
 
     #[test]

@@ -15,9 +15,10 @@ use futures::stream;
 use schemas::{EventId, EventType, Interaction, Timestamp};
 use store::dynamodb::{DynamoInteractionStore, to_item};
 use store::{InteractionStore, ScanPage, StoreError};
+use training_export::backend::EmbeddedBackend;
 use training_export::events::EventBridgeEvents;
 use training_export::export::{self, ExportPlan};
-use training_export::pipeline::{Deadline, Models, Pipeline, Request, Settings};
+use training_export::pipeline::{Deadline, Pipeline, Request, Settings};
 use training_export::run::{Backend, Run, RunKind, RunState};
 use training_export::runs::{DynamoRunStore, RunStore, RunStoreError};
 use training_export::trainer::RecommenderNotBuiltIn;
@@ -219,7 +220,7 @@ async fn an_export_run_through_dynamodb_s3_and_eventbridge() {
         objects: Arc::new(objects.clone()),
         runs: Arc::new(DynamoRunStore::new(dynamo, runs_table)),
         events: Arc::new(EventBridgeEvents::new(eventbridge, bus)),
-        models: Models::Embedded(Arc::new(RecommenderNotBuiltIn)),
+        backend: Arc::new(EmbeddedBackend::new(Arc::new(RecommenderNotBuiltIn), Arc::new(objects.clone()))),
         fallback_models: None,
         settings: Settings { scan_segments: 3, ..Settings::default() },
         progress: None,
@@ -249,7 +250,10 @@ async fn without_personalize_the_embedded_model_is_published_in_the_bucket() {
         objects: objects.clone(),
         runs: Arc::new(training_export::runs::EmbeddedRunStore::open(&dir.path().join("store.db")).unwrap()),
         events: Arc::new(training_export::events::LocalEvents::new(dir.path().join("events.jsonl"))),
-        models: Models::Embedded(Arc::new(EmbeddedTrainer::in_bucket(objects.clone()))),
+        backend: Arc::new(EmbeddedBackend::new(
+            Arc::new(EmbeddedTrainer::in_bucket(objects.clone())),
+            objects.clone(),
+        )),
         fallback_models: None,
         settings: Settings::default(),
         progress: None,

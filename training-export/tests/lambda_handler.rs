@@ -7,6 +7,7 @@ use clap::Parser;
 use serde_json::json;
 use training_export::app;
 use training_export::config::Config;
+use training_export::pipeline::Outcome;
 
 #[derive(Parser)]
 struct Args {
@@ -26,7 +27,7 @@ async fn scheduler_and_manual_payloads_drive_the_pipeline() {
     let deadline = SystemTime::now() + Duration::from_secs(900);
 
     let idle = app::handle_lambda(&pipeline, json!({"action": "advance"}), deadline).await.unwrap();
-    assert_eq!(idle.outcome, "idle");
+    assert_eq!(idle.outcome, Outcome::Idle);
 
     // An empty data directory gets the demo data, so the export has something to export.
     let export = app::handle_lambda(&pipeline, json!({"action": "export"}), deadline).await.unwrap();
@@ -64,6 +65,43 @@ async fn a_malformed_payload_is_refused_with_a_reason() {
         let err = app::handle_lambda(&pipeline, payload.clone(), deadline).await.unwrap_err();
         assert!(err.to_string().contains("is not a request"), "{err}");
         let diagnostic = lambda_runtime::Diagnostic::from(err);
-        assert_eq!(diagnostic.error_type, "BadPayload", "{payload}");
+        assert_eq!(diagnostic.error_type, "NonRetryable.BadPayload", "{payload}");
     }
+}
+
+#[tokio::test]
+async fn lambda_error_types_say_whether_invoking_again_can_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = local_pipeline(dir.path()).await;
+    let deadline = SystemTime::now() + Duration::from_secs(900);
+    let err = app::handle_lambda(&pipeline, json!({"action": "rollback"}), deadline).await.unwrap_err();
+    assert!(!err.is_retryable());
+    let diagnostic = lambda_runtime::Diagnostic::from(err);
+    assert_eq!(diagnostic.error_type, "NonRetryable.NothingToRollBack");
+    assert!(diagnostic.error_message.contains("nothing to roll back"), "{}", diagnostic.error_message);
+}
+
+#[tokio::test]
+async fn a_run_started_for_another_backend_fails_instead_of_mixing_them() {
+    use training_export::run::{Backend, Run, RunKind, RunState, Step};
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = local_pipeline(dir.path()).await;
+    // Started with Personalize configured; now the embedded backend is.
+    let run = Run::new(
+        "20261122T020000000Z-abcd".into(),
+        RunKind::Full,
+        Backend::Personalize,
+        "t",
+        RunState::Imported,
+        1,
+    );
+    pipeline.runs.create(&run).await.unwrap();
+    let deadline = SystemTime::now() + Duration::from_secs(900);
+    let advanced = app::handle_lambda(&pipeline, json!({"action": "advance"}), deadline).await.unwrap();
+    assert_eq!(advanced.outcome, Outcome::Advanced);
+    let stored = pipeline.runs.get(&run.run_id).await.unwrap().unwrap();
+    let RunState::Failed { step, reason } = stored.state else { panic!("{:?}", stored.state) };
+    assert_eq!(step, Step::Train);
+    assert!(reason.contains("was started for Personalize, which is not configured now"), "{reason}");
+    assert_eq!(advanced.exit_code(), 1, "a failed run exits 1");
 }

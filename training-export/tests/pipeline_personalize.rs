@@ -34,9 +34,10 @@ use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::DateTime;
 use aws_smithy_types::error::ErrorMetadata;
 use store::embedded::EmbeddedStore;
+use training_export::backend::{PersonalizeBackend, PersonalizeSettings};
 use training_export::events::{PipelineEvent, PipelineEvents, PublishError};
 use training_export::personalize::{AwsPersonalize, PersonalizeResources};
-use training_export::pipeline::{Deadline, Models, Pipeline, Request, Response, Settings};
+use training_export::pipeline::{Deadline, Outcome, Pipeline, Request, Response, Settings};
 use training_export::run::{Run, RunState, Step};
 use training_export::runs::{EmbeddedRunStore, RunStore, RunStoreError};
 
@@ -357,12 +358,17 @@ fn world_with_data(seed: bool, setup: impl FnOnce(&mut Fake)) -> World {
         crash_on_save: Mutex::new(None),
         saves: Mutex::new(0),
     });
+    let objects: Arc<dyn artifacts::ObjectStore> = Arc::new(DirectoryStore::new(dir.path().join("objects")));
     let pipeline = Pipeline {
         interactions: Arc::new(interactions),
-        objects: Arc::new(DirectoryStore::new(dir.path().join("objects"))),
+        objects: objects.clone(),
         runs: runs.clone(),
         events: events.clone(),
-        models: Models::Personalize(Arc::new(AwsPersonalize::new(personalize_client(&fake), resources))),
+        backend: Arc::new(PersonalizeBackend::new(
+            Arc::new(AwsPersonalize::new(personalize_client(&fake), resources)),
+            objects,
+            PersonalizeSettings::default(),
+        )),
         fallback_models: None,
         settings: Settings::default(),
         progress: None,
@@ -396,7 +402,7 @@ impl World {
 async fn a_nightly_run_goes_from_export_to_a_live_campaign_without_waiting() {
     let w = world(|_| {});
     let started = w.send(World::run_request()).await;
-    assert_eq!(started.outcome, "started");
+    assert_eq!(started.outcome, Outcome::Started);
     let run = started.run.unwrap();
     // One invocation: export, validation, import job created; then it returns.
     assert_eq!(run.status, "Importing");
@@ -555,7 +561,7 @@ async fn one_invoke_rolls_back_to_the_previous_version() {
     w.advance_to_the_end(&run_id).await;
     let new_version = w.fake.lock().unwrap().versions[0].arn.clone();
     let rollback = w.send(Request::Rollback { trigger: "manual".into() }).await;
-    assert_eq!(rollback.outcome, "started");
+    assert_eq!(rollback.outcome, Outcome::Started);
     let run = w.advance_to_the_end(&rollback.run.unwrap().run_id).await;
     assert_eq!(run.state, RunState::Done);
     let deploy = run.deploy.unwrap();
@@ -572,7 +578,7 @@ async fn a_second_run_is_refused_with_the_active_runs_id() {
     let first = w.send(World::run_request()).await.run.unwrap();
     for request in [World::run_request(), Request::Export { trigger: "manual".into() }] {
         let refused = w.send(request).await;
-        assert_eq!(refused.outcome, "refused");
+        assert_eq!(refused.outcome, Outcome::Refused);
         assert_eq!(refused.active_run_id.as_deref(), Some(first.run_id.as_str()));
     }
     let status = w.send(Request::Status {}).await;

@@ -18,10 +18,11 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_personalize::types::DataSource;
 use store::dynamodb::{DynamoInteractionStore, to_item};
+use training_export::backend::{PersonalizeBackend, PersonalizeSettings};
 use training_export::events::EventBridgeEvents;
 use training_export::export::{self, ExportPlan};
 use training_export::personalize::{AwsPersonalize, JobStatus, Personalize, PersonalizeResources};
-use training_export::pipeline::{Deadline, Models, Pipeline, Request, Settings};
+use training_export::pipeline::{Deadline, Pipeline, Request, Settings};
 use training_export::run::{ImportMode, RunState, TrainingMode};
 use training_export::runs::{DynamoRunStore, RunStore};
 
@@ -256,11 +257,15 @@ async fn a_nightly_run_against_moto_and_the_personalize_standin() {
         objects: objects.clone(),
         runs: runs.clone(),
         events: Arc::new(EventBridgeEvents::new(eventbridge, bus)),
-        models: Models::Personalize(aws_personalize.clone()),
+        backend: Arc::new(PersonalizeBackend::new(
+            aws_personalize.clone(),
+            objects.clone(),
+            PersonalizeSettings { training_mode: TrainingMode::Full, ..PersonalizeSettings::default() },
+        )),
         fallback_models: Some(Arc::new(training_export::embedded_model::EmbeddedTrainer::in_bucket(
             objects.clone(),
         ))),
-        settings: Settings { training_mode: TrainingMode::Full, ..Settings::default() },
+        settings: Settings::default(),
         progress: None,
     };
     let started = pipeline.handle(Request::run("schedule", None), Deadline::none()).await.unwrap();
