@@ -2,7 +2,6 @@
 //! Lambda or a local socket.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use store::embedded::EmbeddedStore;
 use tracing_subscriber::EnvFilter;
@@ -164,7 +163,8 @@ mod aws {
     /// a local copy would be a second registry to keep consistent.
     pub async fn bucket_slot(aws: &AwsSetup, bucket: &str, config: &Config) -> ModelSlot {
         let timeouts = aws.timeouts().get(Service::S3);
-        let s3 = artifacts::s3::client(&super::s3_config(aws.shared(), timeouts, config.model_sync_timeout()));
+        let s3 =
+            artifacts::s3::client(&super::s3_config(aws.shared(), timeouts, config.model_sync_timeout()));
         let objects = Arc::new(artifacts::S3Store::new(s3, bucket.to_owned()));
         ModelSlot::bucket(objects, config.model_sync_timeout()).await
     }

@@ -6,8 +6,9 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
 use artifacts::{DirectoryStore, ObjectStore, S3Store};
-use aws_failure::timeouts::{AwsTimeouts, Service};
-use store::InteractionStore;
+use aws_failure::config::AwsSetup;
+use aws_failure::timeouts::Service;
+use store::InteractionSource;
 use store::dynamodb::DynamoInteractionStore;
 use store::embedded::EmbeddedStore;
 
@@ -36,18 +37,16 @@ pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline>
     }
     let aws = if config.uses_aws() {
         // Every client's timeouts (overridable, see `aws_failure::timeouts`), read once here.
-        let timeouts = AwsTimeouts::from_env().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-        Some((aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await, timeouts))
+        Some(AwsSetup::load().await.map_err(|e| anyhow::anyhow!("configuration: {e}"))?)
     } else {
         None
     };
     let aws_for = |service: Service| {
-        let (aws, timeouts) = aws.as_ref().expect("loaded when any AWS resource is configured");
-        timeouts.get(service).apply(aws)
+        aws.as_ref().expect("loaded when any AWS resource is configured").for_service(service)
     };
     let store_path = config.data_dir.join(store::embedded::FILE_NAME);
 
-    let interactions: Arc<dyn InteractionStore> = match &config.interactions_table {
+    let interactions: Arc<dyn InteractionSource> = match &config.interactions_table {
         Some(table) => Arc::new(DynamoInteractionStore::new(
             aws_sdk_dynamodb::Client::new(&aws_for(Service::DynamoDb)),
             table.clone(),
@@ -148,8 +147,7 @@ impl InvocationError {
     /// the event consumer uses, so whoever reads the failure knows whether invoking again
     /// can help.
     pub fn error_type(&self) -> String {
-        let class = if self.is_retryable() { "Retryable" } else { "NonRetryable" };
-        format!("{class}.{}", self.kind())
+        aws_failure::lambda::error_type(self.is_retryable(), self.kind())
     }
 }
 

@@ -19,7 +19,7 @@ pub const MAX_NAME_PREFIX: usize = 30;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Local data: embedded store, runs, exports, models, pipeline events.
-    #[arg(long, env = "DATA_DIR", default_value = ".data")]
+    #[arg(long, env = "DATA_DIR", default_value = store::embedded::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// DynamoDB interactions table. Unset: the embedded store in DATA_DIR.
     #[arg(long, env = "INTERACTIONS_TABLE")]
@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn defaults_are_local_and_valid() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.data_dir, PathBuf::from(".data"));
+        assert_eq!(c.data_dir, PathBuf::from("./.data"));
         assert!(!c.uses_aws());
         assert_eq!(c.validate(false), Ok(()));
         let err = c.validate(true).unwrap_err().to_string();

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use artifacts::ObjectStore;
 use serde::Serialize;
-use store::InteractionStore;
+use store::InteractionSource;
 
 use crate::backend::{BackendError, Deployment, JobStatus, ModelBackend, Preparation};
 use crate::events::{PipelineEvent, PipelineEvents};
@@ -289,7 +289,7 @@ fn now() -> i64 {
 }
 
 pub struct Pipeline {
-    pub interactions: Arc<dyn InteractionStore>,
+    pub interactions: Arc<dyn InteractionSource>,
     pub objects: Arc<dyn ObjectStore>,
     pub runs: Arc<dyn RunStore>,
     pub events: Arc<dyn PipelineEvents>,

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use futures::stream;
 use schemas::{EventId, EventType, Interaction, Timestamp};
 use store::dynamodb::{DynamoInteractionStore, to_item};
-use store::{InteractionStore, ScanPage, StoreError};
+use store::{InteractionSource, ScanPage, StoreError};
 use training_export::backend::EmbeddedBackend;
 use training_export::events::EventBridgeEvents;
 use training_export::export::{self, ExportPlan};

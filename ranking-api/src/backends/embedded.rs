@@ -14,7 +14,7 @@ use recommender::{
     Version,
 };
 use schemas::ItemId;
-use store::InteractionStore;
+use store::InteractionSource;
 use store::embedded::EmbeddedStore;
 
 use super::answer_cache::AnswerCache;
