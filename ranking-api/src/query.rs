@@ -55,6 +55,20 @@ fn check_value(kind: &str, key: &str, value: &str) -> Result<(), ApiError> {
 }
 
 /// The limits of one `<kind>.<NAME>=<value>` family (`context`, `filterValues`).
+const CONTEXT: Prefixed = Prefixed {
+    kind: "context",
+    max_key_chars: MAX_CONTEXT_KEY_CHARS,
+    max_entries: MAX_CONTEXT_ENTRIES,
+    entries: "context entries",
+};
+
+const FILTER_VALUES: Prefixed = Prefixed {
+    kind: "filterValues",
+    max_key_chars: MAX_FILTER_KEY_CHARS,
+    max_entries: MAX_FILTER_VALUES,
+    entries: "filterValues",
+};
+
 struct Prefixed {
     kind: &'static str,
     max_key_chars: usize,
@@ -95,21 +109,9 @@ pub fn parse(raw: Option<&str>, filters: &HashMap<String, String>) -> Result<Ran
     let mut context = BTreeMap::new();
     for (key, value) in pairs {
         if let Some(name) = key.strip_prefix("context.") {
-            let limits = Prefixed {
-                kind: "context",
-                max_key_chars: MAX_CONTEXT_KEY_CHARS,
-                max_entries: MAX_CONTEXT_ENTRIES,
-                entries: "context entries",
-            };
-            limits.insert(&mut context, name, value)?;
+            CONTEXT.insert(&mut context, name, value)?;
         } else if let Some(name) = key.strip_prefix("filterValues.") {
-            let limits = Prefixed {
-                kind: "filterValues",
-                max_key_chars: MAX_FILTER_KEY_CHARS,
-                max_entries: MAX_FILTER_VALUES,
-                entries: "filterValues",
-            };
-            limits.insert(&mut filter_values, name, value)?;
+            FILTER_VALUES.insert(&mut filter_values, name, value)?;
         } else {
             match key.as_str() {
                 "numResults" => set_once(&mut num_results, "numResults", value)?,

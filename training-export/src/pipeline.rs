@@ -510,6 +510,27 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Follows a backend job (an import, a training): done moves the run to `next` after
+    /// `complete` records it; running waits; failed ends the run failed at `step`.
+    async fn follow_job(
+        &self,
+        run: &mut Run,
+        status: JobStatus,
+        step: Step,
+        next: RunState,
+        complete: impl FnOnce(&mut Run),
+    ) -> Result<Progress, StepFailure> {
+        match status {
+            JobStatus::Active => {
+                complete(run);
+                run.enter(next, now());
+                Ok(Progress::Moved)
+            }
+            JobStatus::InProgress(what) => Ok(Progress::Wait(what)),
+            JobStatus::Failed(reason) => self.finished(run, RunState::Failed { step, reason }).await,
+        }
+    }
+
     /// Ends `run` in `state`; the step moved it.
     async fn finished(&self, run: &mut Run, state: RunState) -> Result<Progress, StepFailure> {
         self.finish(run, state).await?;
@@ -547,17 +568,11 @@ impl Pipeline {
             }
             RunState::Importing => {
                 let import = run.import.clone().ok_or_else(|| missing(run))?;
-                match self.backend.preparation_status(&import).await? {
-                    JobStatus::Active => {
-                        run.import.as_mut().expect("checked").completed = true;
-                        run.enter(RunState::Imported, now());
-                        Ok(Progress::Moved)
-                    }
-                    JobStatus::InProgress(what) => Ok(Progress::Wait(what)),
-                    JobStatus::Failed(reason) => {
-                        self.finished(run, RunState::Failed { step: Step::Import, reason }).await
-                    }
-                }
+                let status = self.backend.preparation_status(&import).await?;
+                self.follow_job(run, status, Step::Import, RunState::Imported, |run| {
+                    run.import.as_mut().expect("checked").completed = true
+                })
+                .await
             }
             RunState::Imported => {
                 self.start_training(run).await?;
@@ -574,17 +589,11 @@ impl Pipeline {
                     run.enter(RunState::Trained, now());
                     return Ok(Progress::Moved);
                 }
-                match self.backend.training_status(&training).await? {
-                    JobStatus::Active => {
-                        run.training.as_mut().expect("recorded").completed = true;
-                        run.enter(RunState::Trained, now());
-                        Ok(Progress::Moved)
-                    }
-                    JobStatus::InProgress(what) => Ok(Progress::Wait(what)),
-                    JobStatus::Failed(reason) => {
-                        self.finished(run, RunState::Failed { step: Step::Train, reason }).await
-                    }
-                }
+                let status = self.backend.training_status(&training).await?;
+                self.follow_job(run, status, Step::Train, RunState::Trained, |run| {
+                    run.training.as_mut().expect("recorded").completed = true
+                })
+                .await
             }
             RunState::Trained => self.gate(run).await,
             RunState::Deploying => self.deploy(run).await,
