@@ -66,11 +66,27 @@ pub const FUNCTIONS: [Function; 3] = [
             // ModelSlot::bucket reads models/LATEST and the version's files through the model registry: ObjectStore::get only.
             Source { path: "artifacts/src/s3.rs", only_fns: Some(&["get"]) },
         ],
-        not_in_lambda: &[(
-            "store/src/dynamodb.rs",
-            "the API has no interactions store in Lambda: popularity comes from the model (startup.rs)",
-        )],
-        local_deps: &["schemas", "store", "recommender", "artifacts"],
+        not_in_lambda: &[
+            (
+                "store/src/dynamodb.rs",
+                "the API has no interactions store in Lambda: popularity comes from the model (startup.rs)",
+            ),
+            // ranking-api runs training-export's pipeline only for a local data directory's first model,
+            // over the embedded adapters: never in Lambda, where it has no store (startup.rs).
+            (
+                "training-export/src/personalize/aws.rs",
+                "the API runs the pipeline locally only, over embedded adapters",
+            ),
+            (
+                "training-export/src/runs/dynamo.rs",
+                "the API runs the pipeline locally only, over embedded adapters",
+            ),
+            (
+                "training-export/src/events/eventbridge.rs",
+                "the API runs the pipeline locally only, over embedded adapters",
+            ),
+        ],
+        local_deps: &["schemas", "store", "recommender", "artifacts", "training-export"],
         own: &[
             "DataBucket",
             "PersonalizeCampaignArn",

@@ -41,7 +41,7 @@ pub struct Config {
     pub addr: SocketAddr,
 
     /// Where the embedded store, exports and models live.
-    #[arg(long, env = "DATA_DIR", default_value = "./.data")]
+    #[arg(long, env = "DATA_DIR", default_value = store::embedded::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// Personalize campaign for GetRecommendations. Unset: the embedded recommender answers.

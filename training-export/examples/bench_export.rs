@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
                 "rowsPerSecond": manifest.rows as f64 / elapsed.as_secs_f64(),
                 "peakRssBytes": bench::peak_rss_bytes(),
                 "csvBytes": manifest.csv.size,
-                "parquetBytes": manifest.parquet.size,
+                "parquetBytes": manifest.parquet.as_ref().map(|p| p.size),
             });
             println!("{figures}");
         }

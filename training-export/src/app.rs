@@ -1,28 +1,123 @@
-//! Wiring: the configuration picks an adapter for each port, and the Lambda handler
-//! turns an invocation into a [`Request`] with the invocation's deadline.
+//! Wiring: the configuration picks an adapter for each port ([`Composition`]), and the
+//! Lambda handler turns an invocation into a [`Request`] with the invocation's deadline.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
-use artifacts::{DirectoryStore, ObjectStore, S3Store};
-use aws_failure::config::AwsSetup;
-use aws_failure::timeouts::Service;
+use artifacts::{DirectoryStore, ObjectStore};
 use store::InteractionSource;
-use store::dynamodb::DynamoInteractionStore;
 use store::embedded::EmbeddedStore;
 
-use crate::backend::{EmbeddedBackend, ModelBackend, PersonalizeBackend};
+use crate::backend::{EmbeddedBackend, ModelBackend};
 use crate::config::Config;
 use crate::embedded_model::EmbeddedTrainer;
-use crate::events::{EventBridgeEvents, LocalEvents, PipelineEvents};
-use crate::personalize::AwsPersonalize;
+use crate::events::{LocalEvents, PipelineEvents};
+use crate::personalize::PersonalizeResources;
 use crate::pipeline::{Deadline, Pipeline, PipelineError, Request, Response};
-use crate::runs::{DynamoRunStore, EmbeddedRunStore, RunStore};
+use crate::runs::{EmbeddedRunStore, RunStore};
 use crate::trainer::ModelTrainer;
 
 /// File of local pipeline events inside the data directory.
 pub const EVENTS_FILE: &str = "pipeline-events.jsonl";
+
+/// A table in DynamoDB, or the embedded store's SQLite file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Table {
+    DynamoDb(String),
+    Embedded(PathBuf),
+}
+
+/// Where exports and model versions go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Objects {
+    Bucket(String),
+    Directory(PathBuf),
+}
+
+/// Where terminal states are announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcements {
+    Bus(String),
+    File(PathBuf),
+}
+
+/// What trains and serves the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Models {
+    /// Personalize, with the embedded recommender as the fallback model in the bucket.
+    Personalize(PersonalizeResources),
+    Embedded,
+}
+
+/// Which adapter serves each port. [`describe`](Composition::describe) and [`build`] both
+/// read this one decision, so what the start-up log says is what runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composition {
+    pub interactions: Table,
+    pub runs: Table,
+    pub objects: Objects,
+    pub announcements: Announcements,
+    pub models: Models,
+}
+
+impl Composition {
+    pub fn of(config: &Config) -> anyhow::Result<Self> {
+        let table = |t: &Option<String>| match t {
+            Some(t) => Table::DynamoDb(t.clone()),
+            None => Table::Embedded(config.data_dir.join(store::embedded::FILE_NAME)),
+        };
+        Ok(Self {
+            interactions: table(&config.interactions_table),
+            runs: table(&config.runs_table),
+            objects: match &config.data_bucket {
+                Some(bucket) => Objects::Bucket(bucket.clone()),
+                None => Objects::Directory(config.data_dir.clone()),
+            },
+            announcements: match &config.event_bus_name {
+                Some(bus) => Announcements::Bus(bus.clone()),
+                None => Announcements::File(config.data_dir.join(EVENTS_FILE)),
+            },
+            models: match config.personalize()? {
+                Some(resources) => Models::Personalize(resources),
+                None => Models::Embedded,
+            },
+        })
+    }
+
+    pub fn needs_aws(&self) -> bool {
+        matches!(self.interactions, Table::DynamoDb(_))
+            || matches!(self.runs, Table::DynamoDb(_))
+            || matches!(self.objects, Objects::Bucket(_))
+            || matches!(self.announcements, Announcements::Bus(_))
+            || matches!(self.models, Models::Personalize(_))
+    }
+
+    /// One line per port saying which adapter serves it.
+    pub fn describe(&self) -> Vec<String> {
+        let table = |what: &str, t: &Table| match t {
+            Table::DynamoDb(name) => format!("{what}: DynamoDB table {name}"),
+            Table::Embedded(file) => format!("{what}: embedded, in {}", file.display()),
+        };
+        vec![
+            table("interactions", &self.interactions),
+            table("runs", &self.runs),
+            match &self.objects {
+                Objects::Bucket(b) => format!("exports and models: S3 bucket {b}"),
+                Objects::Directory(d) => format!("exports and models: directory {}", d.display()),
+            },
+            match &self.announcements {
+                Announcements::Bus(b) => format!("pipeline events: EventBridge bus {b}"),
+                Announcements::File(f) => format!("pipeline events: {}", f.display()),
+            },
+            match &self.models {
+                Models::Personalize(r) => format!("model: Personalize solution {}", r.solution_arn),
+                Models::Embedded => "model: the embedded recommender".to_owned(),
+            },
+        ]
+    }
+}
 
 /// Builds the pipeline the configuration describes. On an empty embedded store the
 /// demo dataset is seeded first, the same one the API seeds.
@@ -35,65 +130,46 @@ pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline>
             "TRAINING_EXPORT_CRASH_AFTER is set: this process aborts once a run is saved in {state}"
         );
     }
-    let aws = if config.uses_aws() {
-        // Every client's timeouts (overridable, see `aws_failure::timeouts`), read once here.
-        Some(AwsSetup::load().await.map_err(|e| anyhow::anyhow!("configuration: {e}"))?)
-    } else {
-        None
-    };
-    let aws_for = |service: Service| {
-        aws.as_ref().expect("loaded when any AWS resource is configured").for_service(service)
-    };
-    let store_path = config.data_dir.join(store::embedded::FILE_NAME);
+    let composition = Composition::of(config)?;
+    for line in composition.describe() {
+        tracing::info!("{line}");
+    }
+    let aws = if composition.needs_aws() { Some(aws::load().await?) } else { None };
+    let aws = || aws.as_ref().expect("loaded whenever the composition has an AWS adapter");
 
-    let interactions: Arc<dyn InteractionSource> = match &config.interactions_table {
-        Some(table) => Arc::new(DynamoInteractionStore::new(
-            aws_sdk_dynamodb::Client::new(&aws_for(Service::DynamoDb)),
-            table.clone(),
-        )),
-        None => {
-            let store = EmbeddedStore::open(&store_path)?;
+    let interactions: Arc<dyn InteractionSource> = match &composition.interactions {
+        Table::DynamoDb(table) => aws::interactions(aws(), table),
+        Table::Embedded(path) => {
+            let store = EmbeddedStore::open(path)?;
             if let Some(seeded) = store::demo::seed_if_empty(&store)? {
-                tracing::info!(seeded, path = %store_path.display(), "empty store: seeded the demo dataset");
+                tracing::info!(seeded, path = %path.display(), "empty store: seeded the demo dataset");
             }
             Arc::new(store)
         }
     };
-    let objects: Arc<dyn ObjectStore> = match &config.data_bucket {
-        Some(bucket) => Arc::new(
-            S3Store::new(artifacts::s3::client(&aws_for(Service::S3)), bucket.clone())
-                .with_part_size(config.part_size_mib as usize * 1024 * 1024)?,
-        ),
-        None => Arc::new(DirectoryStore::new(&config.data_dir)),
+    let objects: Arc<dyn ObjectStore> = match &composition.objects {
+        Objects::Bucket(bucket) => aws::bucket(aws(), bucket, config.part_size_mib)?,
+        Objects::Directory(dir) => Arc::new(DirectoryStore::new(dir)),
     };
-    let runs: Arc<dyn RunStore> = match &config.runs_table {
-        Some(table) => Arc::new(DynamoRunStore::new(
-            aws_sdk_dynamodb::Client::new(&aws_for(Service::DynamoDb)),
-            table.clone(),
-        )),
-        None => Arc::new(EmbeddedRunStore::open(&store_path).context("opening the embedded run store")?),
+    let runs: Arc<dyn RunStore> = match &composition.runs {
+        Table::DynamoDb(table) => aws::runs(aws(), table),
+        Table::Embedded(path) => {
+            Arc::new(EmbeddedRunStore::open(path).context("opening the embedded run store")?)
+        }
     };
-    let events: Arc<dyn PipelineEvents> = match &config.event_bus_name {
-        Some(bus) => Arc::new(EventBridgeEvents::new(
-            aws_sdk_eventbridge::Client::new(&aws_for(Service::EventBridge)),
-            bus.clone(),
-        )),
-        None => Arc::new(LocalEvents::new(config.data_dir.join(EVENTS_FILE))),
+    let events: Arc<dyn PipelineEvents> = match &composition.announcements {
+        Announcements::Bus(bus) => aws::events(aws(), bus),
+        Announcements::File(path) => Arc::new(LocalEvents::new(path)),
     };
-    let trainer = embedded_trainer(config, objects.clone())?;
-    let (backend, fallback_models): (Arc<dyn ModelBackend>, _) = match config.personalize()? {
-        Some(resources) => (
-            Arc::new(PersonalizeBackend::new(
-                Arc::new(AwsPersonalize::new(
-                    aws_sdk_personalize::Client::new(&aws_for(Service::Personalize)),
-                    resources,
-                )),
-                objects.clone(),
-                config.personalize_settings(),
-            )),
-            Some(trainer),
-        ),
-        None => (Arc::new(EmbeddedBackend::new(trainer, objects.clone())), None),
+    let trainer: Arc<dyn ModelTrainer> = Arc::new(match &composition.objects {
+        Objects::Bucket(_) => EmbeddedTrainer::in_bucket(objects.clone()),
+        Objects::Directory(dir) => EmbeddedTrainer::new(objects.clone(), Some(dir.clone())),
+    });
+    let (backend, fallback_models): (Arc<dyn ModelBackend>, _) = match composition.models {
+        Models::Personalize(resources) => {
+            (aws::personalize(aws(), resources, objects.clone(), config), Some(trainer))
+        }
+        Models::Embedded => (Arc::new(EmbeddedBackend::new(trainer, objects.clone())), None),
     };
     Ok(Pipeline {
         interactions,
@@ -107,13 +183,116 @@ pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline>
     })
 }
 
-/// The embedded recommender: models in `$DATA_DIR/models` locally, under `models/` in
-/// the bucket when `DATA_BUCKET` is set.
-fn embedded_trainer(config: &Config, objects: Arc<dyn ObjectStore>) -> anyhow::Result<Arc<dyn ModelTrainer>> {
-    Ok(match &config.data_bucket {
-        Some(_) => Arc::new(EmbeddedTrainer::in_bucket(objects)),
-        None => Arc::new(EmbeddedTrainer::local(config.data_dir.clone(), objects)?),
-    })
+/// The AWS adapters, in builds with the `aws` feature.
+#[cfg(feature = "aws")]
+mod aws {
+    use std::sync::Arc;
+
+    use artifacts::{ObjectStore, S3Store};
+    use aws_failure::config::AwsSetup;
+    use aws_failure::timeouts::Service;
+    use store::InteractionSource;
+    use store::dynamodb::DynamoInteractionStore;
+
+    use crate::backend::{ModelBackend, PersonalizeBackend};
+    use crate::config::Config;
+    use crate::events::{EventBridgeEvents, PipelineEvents};
+    use crate::personalize::{AwsPersonalize, PersonalizeResources};
+    use crate::runs::{DynamoRunStore, RunStore};
+
+    /// Every client's configuration and timeouts (overridable, see `aws_failure::timeouts`), read once.
+    pub async fn load() -> anyhow::Result<AwsSetup> {
+        AwsSetup::load().await.map_err(|e| anyhow::anyhow!("configuration: {e}"))
+    }
+
+    pub fn interactions(aws: &AwsSetup, table: &str) -> Arc<dyn InteractionSource> {
+        let client = aws_sdk_dynamodb::Client::new(&aws.for_service(Service::DynamoDb));
+        Arc::new(DynamoInteractionStore::new(client, table.to_owned()))
+    }
+
+    pub fn bucket(aws: &AwsSetup, bucket: &str, part_size_mib: u32) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        let client = artifacts::s3::client(&aws.for_service(Service::S3));
+        Ok(Arc::new(
+            S3Store::new(client, bucket.to_owned()).with_part_size(part_size_mib as usize * 1024 * 1024)?,
+        ))
+    }
+
+    pub fn runs(aws: &AwsSetup, table: &str) -> Arc<dyn RunStore> {
+        Arc::new(DynamoRunStore::new(
+            aws_sdk_dynamodb::Client::new(&aws.for_service(Service::DynamoDb)),
+            table,
+        ))
+    }
+
+    pub fn events(aws: &AwsSetup, bus: &str) -> Arc<dyn PipelineEvents> {
+        let client = aws_sdk_eventbridge::Client::new(&aws.for_service(Service::EventBridge));
+        Arc::new(EventBridgeEvents::new(client, bus))
+    }
+
+    pub fn personalize(
+        aws: &AwsSetup,
+        resources: PersonalizeResources,
+        objects: Arc<dyn ObjectStore>,
+        config: &Config,
+    ) -> Arc<dyn ModelBackend> {
+        let client = aws_sdk_personalize::Client::new(&aws.for_service(Service::Personalize));
+        Arc::new(PersonalizeBackend::new(
+            Arc::new(AwsPersonalize::new(client, resources)),
+            objects,
+            config.personalize_settings(),
+        ))
+    }
+}
+
+/// Without the `aws` feature: a configuration that names an AWS resource is refused at start,
+/// saying so, instead of being served by an embedded adapter it did not ask for.
+#[cfg(not(feature = "aws"))]
+mod aws {
+    use std::sync::Arc;
+
+    use artifacts::ObjectStore;
+    use store::InteractionSource;
+
+    use crate::backend::ModelBackend;
+    use crate::config::Config;
+    use crate::events::PipelineEvents;
+    use crate::personalize::PersonalizeResources;
+    use crate::runs::RunStore;
+
+    /// Never built: `load` refuses first.
+    pub enum Unavailable {}
+
+    pub async fn load() -> anyhow::Result<Unavailable> {
+        anyhow::bail!(
+            "an AWS resource is configured (INTERACTIONS_TABLE, RUNS_TABLE, DATA_BUCKET, EVENT_BUS_NAME or \
+             PERSONALIZE_*), but this build of the pipeline has no AWS adapters (the `aws` feature)"
+        )
+    }
+
+    pub fn interactions(never: &Unavailable, _: &str) -> Arc<dyn InteractionSource> {
+        match *never {}
+    }
+
+    pub fn bucket(never: &Unavailable, _: &str, _: u32) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        match *never {}
+    }
+
+    pub fn runs(never: &Unavailable, _: &str) -> Arc<dyn RunStore> {
+        match *never {}
+    }
+
+    pub fn events(never: &Unavailable, _: &str) -> Arc<dyn PipelineEvents> {
+        match *never {}
+    }
+
+    pub fn personalize(
+        never: &Unavailable,
+        _: PersonalizeResources,
+        _: Arc<dyn ObjectStore>,
+        _: &Config,
+    ) -> Arc<dyn ModelBackend> {
+        match *never {}
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +330,7 @@ impl InvocationError {
     }
 }
 
+#[cfg(feature = "aws")]
 impl From<InvocationError> for lambda_runtime::Diagnostic {
     fn from(e: InvocationError) -> Self {
         lambda_runtime::Diagnostic { error_type: e.error_type(), error_message: e.to_string() }

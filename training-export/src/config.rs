@@ -97,6 +97,22 @@ fn parse_tolerance(raw: &str) -> Result<f64, String> {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// The pipeline over the embedded adapters in `data_dir`, every other setting at its
+    /// default whatever the environment says: the ranking API's first run on a laptop, whose
+    /// environment configures the API, not this pipeline.
+    pub fn embedded(data_dir: &std::path::Path) -> Self {
+        use clap::{Args, FromArgMatches};
+        let command = Self::augment_args(clap::Command::new("training-export")).mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from([
+                std::ffi::OsStr::new("training-export"),
+                "--data-dir".as_ref(),
+                data_dir.as_os_str(),
+            ])
+            .expect("the defaults parse");
+        Self::from_arg_matches(&matches).expect("the defaults parse")
+    }
+
     /// The Personalize resources, if configured: all five variables or none.
     pub fn personalize(&self) -> Result<Option<PersonalizeResources>, ConfigError> {
         let vars = [
@@ -227,6 +243,37 @@ mod tests {
         Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
             .map(|c| c.config)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_embedded_pipeline_ignores_the_environment() {
+        // The environment is set for a child run of this very test (setting it here would race
+        // with the other tests' reading of it); the child checks, and says so.
+        const NAME: &str = "config::tests::the_embedded_pipeline_ignores_the_environment";
+        if std::env::var_os("EMBEDDED_CONFIG_CHILD").is_some() {
+            assert_eq!(
+                parse(&[]).unwrap().interactions_table.as_deref(),
+                Some("interactions"),
+                "env is read"
+            );
+            let c = Config::embedded(std::path::Path::new("/tmp/some data"));
+            assert_eq!(c.data_dir, std::path::Path::new("/tmp/some data"));
+            assert!(!c.uses_aws(), "{c:?}");
+            assert_eq!(c.quality_tolerance, 0.02);
+            assert_eq!(c.validate(false), Ok(()));
+            println!("embedded config checked");
+            return;
+        }
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture"])
+            .env("EMBEDDED_CONFIG_CHILD", "1")
+            .env("INTERACTIONS_TABLE", "interactions")
+            .env("QUALITY_TOLERANCE", "0.5")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&child.stdout);
+        assert!(child.status.success(), "{out}{}", String::from_utf8_lossy(&child.stderr));
+        assert!(out.contains("embedded config checked"), "the child ran no check: {out}");
     }
 
     #[test]

@@ -57,12 +57,6 @@ impl EmbeddedTrainer {
         Self { objects, local_root, registry, config: TrainConfig::default() }
     }
 
-    /// Locally: `objects` is a `DirectoryStore` rooted at `data_dir` (versions land in
-    /// `$DATA_DIR/models`, where the ranking API looks). Kept for `app.rs`; never fails now.
-    pub fn local(data_dir: PathBuf, objects: Arc<dyn ObjectStore>) -> Result<Self, TrainerError> {
-        Ok(Self::new(objects, Some(data_dir)))
-    }
-
     /// In AWS without Personalize: everything in the bucket.
     pub fn in_bucket(objects: Arc<dyn ObjectStore>) -> Self {
         Self::new(objects, None)

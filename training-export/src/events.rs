@@ -9,12 +9,15 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use aws_sdk_eventbridge::Client;
-use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use schemas::DetailType;
 use serde::Serialize;
 
 use crate::run::{Run, RunKind, RunState, Step};
+
+#[cfg(feature = "aws")]
+mod eventbridge;
+#[cfg(feature = "aws")]
+pub use eventbridge::EventBridgeEvents;
 
 /// The `detail` of a `ranking.pipeline` event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -75,49 +78,6 @@ pub trait PipelineEvents: Send + Sync {
     async fn publish(&self, event: &PipelineEvent) -> Result<(), PublishError>;
 }
 
-pub struct EventBridgeEvents {
-    client: Client,
-    bus: String,
-}
-
-impl EventBridgeEvents {
-    pub fn new(client: Client, bus: impl Into<String>) -> Self {
-        Self { client, bus: bus.into() }
-    }
-}
-
-#[async_trait]
-impl PipelineEvents for EventBridgeEvents {
-    async fn publish(&self, event: &PipelineEvent) -> Result<(), PublishError> {
-        let detail_type = DetailType::RankingPipeline;
-        let entry = PutEventsRequestEntry::builder()
-            .event_bus_name(&self.bus)
-            .source(detail_type.source())
-            .detail_type(detail_type.as_str())
-            .detail(serde_json::to_string(event).expect("events serialize"))
-            .build();
-        let out = self.client.put_events().entries(entry).send().await.map_err(|e| {
-            let failure = aws_failure::classify(&e, &[]);
-            PublishError { message: failure.summary, retryable: failure.retryable }
-        })?;
-        // PutEvents succeeds as a call even when an entry is refused: check the count.
-        if out.failed_entry_count() > 0 {
-            let why = out
-                .entries()
-                .iter()
-                .filter_map(|e| e.error_code().map(|c| format!("{c}: {}", e.error_message().unwrap_or(""))))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(PublishError {
-                message: format!("EventBridge refused the event ({why})"),
-                retryable: true,
-            });
-        }
-        tracing::info!(run_id = %event.run_id, status = event.status, bus = %self.bus, "pipeline event published");
-        Ok(())
-    }
-}
-
 /// Appends events to a JSON-lines file (and logs them).
 pub struct LocalEvents {
     path: PathBuf,
@@ -156,8 +116,13 @@ impl PipelineEvents for LocalEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "aws")]
+    use aws_sdk_eventbridge::Client;
+    #[cfg(feature = "aws")]
     use aws_sdk_eventbridge::operation::put_events::PutEventsOutput;
+    #[cfg(feature = "aws")]
     use aws_sdk_eventbridge::types::PutEventsResultEntry;
+    #[cfg(feature = "aws")]
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     use crate::run::{Backend, GateRecord};
@@ -176,6 +141,7 @@ mod tests {
         (run, RunState::Rejected { reason: "worse".into() })
     }
 
+    #[cfg(feature = "aws")]
     #[tokio::test]
     async fn eventbridge_gets_the_detail_and_a_refused_entry_is_an_error() {
         let ok = mock!(Client::put_events)

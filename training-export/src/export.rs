@@ -18,14 +18,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow_array::builder::{Float32Builder, Int64Builder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use artifacts::{ArtifactError, ObjectStore, ObjectWriter};
 use futures::stream::{self, BoxStream, Stream, StreamExt};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use schemas::Interaction;
 use schemas::interaction::CSV_HEADER_WITH_VALUE;
 use store::{InteractionSource, ScanPage, StoreError};
@@ -33,6 +27,47 @@ use store::{InteractionSource, ScanPage, StoreError};
 use crate::manifest::{
     DeltaSummary, ExportedFile, MANIFEST_SCHEMA_VERSION, Manifest, RejectedEntry, RejectedSummary,
 };
+
+#[cfg(feature = "parquet")]
+mod parquet;
+#[cfg(feature = "parquet")]
+use self::parquet::ParquetSink;
+#[cfg(feature = "parquet")]
+pub use self::parquet::parquet_schema;
+
+/// Without the `parquet` feature there is no Parquet file (the manifest has no `parquet`
+/// entry): this type has no values, so every use of one is unreachable.
+#[cfg(not(feature = "parquet"))]
+enum ParquetSink {}
+
+#[cfg(not(feature = "parquet"))]
+impl ParquetSink {
+    fn push(&mut self, _: &Interaction) {
+        match *self {}
+    }
+    fn batch_full(&self) -> bool {
+        match *self {}
+    }
+    async fn write_batch(&mut self, _: bool) -> Result<(), ExportError> {
+        match *self {}
+    }
+    async fn drain(&mut self) -> Result<(), ExportError> {
+        match *self {}
+    }
+    async fn close(&mut self) -> Result<(), ExportError> {
+        match *self {}
+    }
+    fn into_out(self) -> (Box<dyn ObjectWriter>, u64) {
+        match self {}
+    }
+}
+
+#[cfg(feature = "parquet")]
+impl ParquetSink {
+    fn into_out(self) -> (Box<dyn ObjectWriter>, u64) {
+        (self.out, self.rows)
+    }
+}
 
 pub const CSV_FILE: &str = "interactions.csv";
 pub const PARQUET_FILE: &str = "interactions.parquet";
@@ -43,11 +78,6 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// catch events delivered late (identical events collapse in Personalize).
 pub const DEFAULT_DELTA_OVERLAP_SECS: i64 = 2 * 86_400;
 
-/// Rows per Arrow batch handed to the Parquet writer.
-const BATCH_ROWS: usize = 64 * 1024;
-/// Rows per Parquet row group: large enough for analytics, small enough to keep the
-/// in-progress row group a few MB.
-const ROW_GROUP_ROWS: usize = 512 * 1024;
 /// CSV bytes gathered before they are handed to the object writer.
 const CSV_CHUNK_BYTES: usize = 1 << 20;
 /// How many rejected records the manifest names.
@@ -132,17 +162,6 @@ pub fn scan_all_in_tasks(
     stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
-/// The Arrow schema of the Parquet file: the Personalize columns, same names.
-pub fn parquet_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("USER_ID", DataType::Utf8, false),
-        Field::new("ITEM_ID", DataType::Utf8, false),
-        Field::new("TIMESTAMP", DataType::Int64, false),
-        Field::new("EVENT_TYPE", DataType::Utf8, false),
-        Field::new("EVENT_VALUE", DataType::Float32, true),
-    ]))
-}
-
 /// An in-memory chunk shared between the CSV writer (which appends) and the export
 /// loop (which drains it into the object writer). `csv::Writer` owns its sink and
 /// offers no `get_mut`, hence the shared handle; the lock is uncontended.
@@ -225,133 +244,6 @@ impl CsvSink {
 
 fn csv_error(e: csv::Error) -> ExportError {
     ExportError::Encode { file: "CSV", message: e.to_string() }
-}
-
-fn parquet_error(e: parquet::errors::ParquetError) -> ExportError {
-    ExportError::Encode { file: "Parquet", message: e.to_string() }
-}
-
-/// The Parquet side: Arrow builders for one batch on the export's task, and an
-/// encoder thread that runs the `ArrowWriter` (encoding and zstd are the export's
-/// heaviest work, so they overlap with reading and CSV writing). The encoder writes
-/// into a shared chunk that the export drains into the object writer after every page.
-/// At most two batches wait for the encoder, so memory stays bounded when it lags.
-struct ParquetSink {
-    /// `None` once closed.
-    batches: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
-    encoder: Option<std::thread::JoinHandle<Result<(), parquet::errors::ParquetError>>>,
-    encoded: Chunk,
-    out: Box<dyn ObjectWriter>,
-    users: StringBuilder,
-    items: StringBuilder,
-    timestamps: Int64Builder,
-    types: StringBuilder,
-    values: Float32Builder,
-    pending: usize,
-    rows: u64,
-}
-
-impl ParquetSink {
-    fn new(out: Box<dyn ObjectWriter>) -> Result<Self, ExportError> {
-        let props = WriterProperties::builder()
-            // Level 1, zstd's (and pyarrow's) default: most of the size win for little CPU.
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
-        let encoded = Chunk::default();
-        let mut writer =
-            ArrowWriter::try_new(encoded.clone(), parquet_schema(), Some(props)).map_err(parquet_error)?;
-        let (batches, mut incoming) = tokio::sync::mpsc::channel::<RecordBatch>(2);
-        let encoder = std::thread::Builder::new()
-            .name("parquet-encoder".into())
-            .spawn(move || {
-                while let Some(batch) = incoming.blocking_recv() {
-                    writer.write(&batch)?;
-                }
-                writer.close().map(|_| ())
-            })
-            .map_err(|e| ExportError::Encode {
-                file: "Parquet",
-                message: format!("starting the encoder: {e}"),
-            })?;
-        Ok(Self {
-            batches: Some(batches),
-            encoder: Some(encoder),
-            encoded,
-            out,
-            users: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16),
-            items: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16),
-            timestamps: Int64Builder::with_capacity(BATCH_ROWS),
-            types: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 12),
-            values: Float32Builder::with_capacity(BATCH_ROWS),
-            pending: 0,
-            rows: 0,
-        })
-    }
-
-    fn push(&mut self, i: &Interaction) {
-        self.users.append_value(i.user_id.as_str());
-        self.items.append_value(i.item_id.as_str());
-        self.timestamps.append_value(i.timestamp.epoch_seconds());
-        self.types.append_value(i.event_type.as_str());
-        self.values.append_option(i.event_value);
-        self.pending += 1;
-        self.rows += 1;
-    }
-
-    async fn write_batch(&mut self, force: bool) -> Result<(), ExportError> {
-        if self.pending == 0 || (!force && self.pending < BATCH_ROWS) {
-            return Ok(());
-        }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.users.finish()),
-            Arc::new(self.items.finish()),
-            Arc::new(self.timestamps.finish()),
-            Arc::new(self.types.finish()),
-            Arc::new(self.values.finish()),
-        ];
-        self.pending = 0;
-        let batch = RecordBatch::try_new(parquet_schema(), columns)
-            .map_err(|e| ExportError::Encode { file: "Parquet", message: e.to_string() })?;
-        let sender = self.batches.as_ref().expect("not closed");
-        if sender.send(batch).await.is_err() {
-            // The encoder stopped: its result says why.
-            return Err(self.join_encoder().await.err().unwrap_or_else(|| ExportError::Encode {
-                file: "Parquet",
-                message: "the encoder stopped early".into(),
-            }));
-        }
-        Ok(())
-    }
-
-    /// Hands what the encoder has produced so far to the object writer.
-    async fn drain(&mut self) -> Result<(), ExportError> {
-        let bytes = std::mem::take(&mut *self.encoded.0.lock().unwrap_or_else(|p| p.into_inner()));
-        if !bytes.is_empty() {
-            self.out.write_all(&bytes).await.map_err(ExportError::Upload)?;
-        }
-        Ok(())
-    }
-
-    async fn join_encoder(&mut self) -> Result<(), ExportError> {
-        self.batches = None;
-        let Some(encoder) = self.encoder.take() else { return Ok(()) };
-        let joined = tokio::task::spawn_blocking(move || encoder.join()).await;
-        match joined {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(parquet_error(e)),
-            Ok(Err(_)) | Err(_) => {
-                Err(ExportError::Encode { file: "Parquet", message: "the encoder thread panicked".into() })
-            }
-        }
-    }
-
-    /// Writes the last batch and the footer into the object writer, without finishing it.
-    async fn close(&mut self) -> Result<(), ExportError> {
-        self.write_batch(true).await?;
-        self.join_encoder().await?;
-        self.drain().await
-    }
 }
 
 /// The per-user and per-item counts are keyed by a 64-bit fingerprint of the id
@@ -470,7 +362,10 @@ impl Writers {
         let mut writers = Writers { csv: None, parquet: None, delta: None };
         let opened: Result<(), ExportError> = async {
             writers.csv = Some(CsvSink::new(begin(CSV_FILE).await?).await?);
-            writers.parquet = Some(ParquetSink::new(begin(PARQUET_FILE).await?)?);
+            #[cfg(feature = "parquet")]
+            {
+                writers.parquet = Some(ParquetSink::new(begin(PARQUET_FILE).await?)?);
+            }
             if plan.delta_since.is_some() {
                 writers.delta = Some((CsvSink::new(begin(DELTA_FILE).await?).await?, 0));
             }
@@ -495,7 +390,7 @@ impl Writers {
     where
         S: Stream<Item = Result<ScanPage, StoreError>> + Send,
     {
-        let (csv, parquet) = (self.csv.as_mut().expect("opened"), self.parquet.as_mut().expect("opened"));
+        let (csv, mut parquet) = (self.csv.as_mut().expect("opened"), self.parquet.as_mut());
         let delta_from = plan.delta_since.map(|since| since - plan.delta_overlap_secs);
         let mut tally = Tally::default();
         let mut pages = std::pin::pin!(pages);
@@ -509,7 +404,9 @@ impl Writers {
             }
             for i in &page.interactions {
                 csv.push(i)?;
-                parquet.push(i);
+                if let Some(parquet) = parquet.as_deref_mut() {
+                    parquet.push(i);
+                }
                 tally.add(i);
                 if let (Some((delta, new_rows)), Some(from), Some(since)) =
                     (self.delta.as_mut(), delta_from, plan.delta_since)
@@ -522,12 +419,16 @@ impl Writers {
                         *new_rows += 1;
                     }
                 }
-                if parquet.pending >= BATCH_ROWS {
+                if let Some(parquet) = parquet.as_deref_mut()
+                    && parquet.batch_full()
+                {
                     parquet.write_batch(false).await?;
                 }
             }
             csv.drain(false).await?;
-            parquet.drain().await?;
+            if let Some(parquet) = parquet.as_deref_mut() {
+                parquet.drain().await?;
+            }
             if let Some((delta, _)) = self.delta.as_mut() {
                 delta.drain(false).await?;
             }
@@ -546,7 +447,9 @@ impl Writers {
         // a part upload) happen while nothing is finished and everything can be aborted.
         let closed: Result<(), ExportError> = async {
             self.csv.as_mut().expect("opened").close().await?;
-            self.parquet.as_mut().expect("opened").close().await?;
+            if let Some(parquet) = self.parquet.as_mut() {
+                parquet.close().await?;
+            }
             if let Some((delta, _)) = self.delta.as_mut() {
                 delta.close().await?;
             }
@@ -561,10 +464,11 @@ impl Writers {
         // it in place, whole but without a manifest, which makes the export incomplete;
         // a rerun of the step overwrites them.
         let csv = self.csv.take().expect("opened");
-        let parquet = self.parquet.take().expect("opened");
+        let parquet = self.parquet.take().map(ParquetSink::into_out);
+        let with_parquet = parquet.is_some();
         let delta = self.delta.take();
-        let mut outs: Vec<(Box<dyn ObjectWriter>, u64)> =
-            vec![(csv.out, csv.rows), (parquet.out, parquet.rows)];
+        let mut outs: Vec<(Box<dyn ObjectWriter>, u64)> = vec![(csv.out, csv.rows)];
+        outs.extend(parquet);
         let new_rows = delta.as_ref().map(|(_, n)| *n);
         if let Some((d, _)) = delta {
             outs.push((d.out, d.rows));
@@ -585,9 +489,9 @@ impl Writers {
                 }
             }
         }
-        let delta = new_rows.map(|new_rows| (finished.pop().expect("three files finished"), new_rows));
-        let parquet_file = finished.pop().expect("two files finished");
-        let csv_file = finished.pop().expect("two files finished");
+        let delta = new_rows.map(|new_rows| (finished.pop().expect("the delta finished"), new_rows));
+        let parquet_file = with_parquet.then(|| finished.pop().expect("the Parquet file finished"));
+        let csv_file = finished.pop().expect("the CSV finished");
         let manifest = Manifest {
             schema_version: MANIFEST_SCHEMA_VERSION,
             run_id: plan.run_id.clone(),
@@ -630,7 +534,7 @@ impl Writers {
             let _ = s.out.abort().await;
         }
         if let Some(s) = self.parquet.take() {
-            let _ = s.out.abort().await;
+            let _ = s.into_out().0.abort().await;
         }
         if let Some((s, _)) = self.delta.take() {
             let _ = s.out.abort().await;

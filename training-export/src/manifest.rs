@@ -64,7 +64,10 @@ pub struct Manifest {
     /// The exact CSV header written (Personalize matches columns by it).
     pub csv_header: Vec<String>,
     pub csv: ExportedFile,
-    pub parquet: ExportedFile,
+    /// The analytics copy; absent when the export was written by a build without the
+    /// `parquet` feature (the ranking API's first run on a laptop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<ExportedFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<DeltaSummary>,
     pub rows: u64,
@@ -136,10 +139,13 @@ impl Manifest {
         if self.rows_with_empty_fields > 0 {
             problems.push(format!("{} rows have an empty required field", self.rows_with_empty_fields));
         }
-        if self.csv.rows != self.rows || self.parquet.rows != self.rows {
+        let parquet_rows = self.parquet.as_ref().map(|p| p.rows);
+        if self.csv.rows != self.rows || parquet_rows.is_some_and(|rows| rows != self.rows) {
             problems.push(format!(
                 "file row counts disagree: csv {}, parquet {}, manifest {}",
-                self.csv.rows, self.parquet.rows, self.rows
+                self.csv.rows,
+                parquet_rows.map_or_else(|| "none".to_owned(), |rows| rows.to_string()),
+                self.rows
             ));
         }
         if problems.is_empty() { Ok(()) } else { Err(ValidationFailure { problems }) }
@@ -158,7 +164,7 @@ pub(crate) mod tests {
             created_at: 1_795_000_000,
             csv_header: vec!["USER_ID".into()],
             csv: file("exports/r/interactions.csv", 1_000),
-            parquet: file("exports/r/interactions.parquet", 1_000),
+            parquet: Some(file("exports/r/interactions.parquet", 1_000)),
             delta: None,
             rows: 1_000,
             distinct_users: 30,
@@ -185,7 +191,7 @@ pub(crate) mod tests {
         let mut m = valid();
         m.rows = 999;
         m.csv.rows = 999;
-        m.parquet.rows = 999;
+        m.parquet.as_mut().unwrap().rows = 999;
         m.users_with_two_or_more = 24;
         m.max_user_id_chars = 257;
         m.max_item_id_chars = 300;
@@ -206,7 +212,7 @@ pub(crate) mod tests {
     #[test]
     fn files_that_disagree_with_the_count_fail() {
         let mut m = valid();
-        m.parquet.rows = 998;
+        m.parquet.as_mut().unwrap().rows = 998;
         assert!(m.validate().unwrap_err().to_string().contains("parquet 998"));
     }
 

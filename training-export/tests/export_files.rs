@@ -166,7 +166,7 @@ async fn the_manifest_describes_the_files_it_sits_beside() {
     assert_eq!(manifest.event_types.values().sum::<u64>(), manifest.rows);
     assert_eq!(manifest.validate(), Ok(()));
 
-    for file in [&manifest.csv, &manifest.parquet] {
+    for file in [&manifest.csv, manifest.parquet.as_ref().expect("this build writes Parquet")] {
         let bytes = objects.get(&file.key).await.unwrap().unwrap();
         assert_eq!(file.size, bytes.len() as u64, "{}", file.key);
         assert_eq!(file.sha256, artifacts::sha256_hex(&bytes), "{}", file.key);

@@ -8,14 +8,8 @@ use std::time::Duration;
 
 use artifacts::{ArtifactError, ObjectStore};
 use async_trait::async_trait;
-use futures::StreamExt;
-use recommender::{
-    InteractionRow, LiveModel, Model, ModelRegistry, QueryOptions, Refresh, RegistryError, TrainConfig,
-    Version,
-};
+use recommender::{LiveModel, Model, ModelRegistry, QueryOptions, Refresh, RegistryError, Version};
 use schemas::ItemId;
-use store::InteractionSource;
-use store::embedded::EmbeddedStore;
 
 use super::answer_cache::AnswerCache;
 use crate::port::{
@@ -259,26 +253,6 @@ fn problem_of(e: &RegistryError) -> ModelProblem {
             problem(ModelProblemKind::StorageError, other.location().unwrap_or("-"), None, e.to_string())
         }
     }
-}
-
-/// Trains and publishes a first model from the embedded store, so a fresh checkout
-/// serves personalised answers without running the pipeline first. Later versions
-/// come from `training-export run`.
-pub async fn train_first_model(store: &EmbeddedStore, slot: &ModelSlot) -> Result<String, String> {
-    let mut rows = Vec::new();
-    let mut pages = store.scan_segment(0, 1);
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| e.to_string())?;
-        rows.extend(page.interactions.iter().map(InteractionRow::from));
-    }
-    drop(pages);
-    let model = tokio::task::spawn_blocking(move || recommender::train(rows, &TrainConfig::default()))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let version = slot.registry().publish(&model).await.map_err(|e| e.to_string())?;
-    slot.refresh().await.map_err(|e| e.to_string())?;
-    Ok(version.to_string())
 }
 
 /// Six decimals are plenty to order items, and print in a third of the bytes.
