@@ -13,6 +13,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from . import story
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 CREDENTIALS = {"aws_access_key_id": "e2e-test", "aws_secret_access_key": "e2e-test"}
@@ -238,3 +240,24 @@ class StandIn:
 
     def state(self):
         return self._call("GET", "state")
+
+
+def load_interactions(dynamodb, table: str, events: list[story.Event]) -> int:
+    """The interactions of `events` put straight into the table, as `store::dynamodb::to_item` writes them
+    (BatchWriteItem, 25 a call): history from before a test's own events. Returns how many."""
+    event_types = {"student.enrolled": "enrolled", "student.submitAssignment": "submitAssignment"}
+    items = [
+        {
+            "userId": {"S": e.detail["studentId"]},
+            "eventId": {"S": e.id},
+            "itemId": {"S": e.detail["classId"]},
+            "timestamp": {"N": str(int(e.time.timestamp()))},
+            "eventType": {"S": event_types[e.detail_type]},
+        }
+        for e in story.interactions(events)
+    ]
+    for start in range(0, len(items), 25):
+        requests = {table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]}
+        while requests:
+            requests = dynamodb.batch_write_item(RequestItems=requests)["UnprocessedItems"]
+    return len(items)

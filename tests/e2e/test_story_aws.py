@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from . import story
 from .apps import deliver, handle, item_ids, pipeline_response, ranking, start_api, training_export
 from .aws import (
+    load_interactions,
     aws_env,
     bootstrap_personalize,
     bus_to_queue,
@@ -40,25 +41,6 @@ from .story import CLASS_B, NEWCOMER
 
 SOURCES = ["api.student", "api.assignment", "api.teacher", "api.ranking"]
 PUBLISHED = re.compile(r"^published (\S+) from (\S+) on (\S+): event id (\S+)$", re.MULTILINE)
-
-
-def load_last_term(dynamodb, table: str, events: list[story.Event]) -> None:
-    """Last term's interactions, as `store::dynamodb::to_item` writes them (BatchWriteItem, 25 a call)."""
-    event_types = {"student.enrolled": "enrolled", "student.submitAssignment": "submitAssignment"}
-    items = [
-        {
-            "userId": {"S": e.detail["studentId"]},
-            "eventId": {"S": e.id},
-            "itemId": {"S": e.detail["classId"]},
-            "timestamp": {"N": str(int(e.time.timestamp()))},
-            "eventType": {"S": event_types[e.detail_type]},
-        }
-        for e in story.interactions(events)
-    ]
-    for start in range(0, len(items), 25):
-        requests = {table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]}
-        while requests:
-            requests = dynamodb.batch_write_item(RequestItems=requests)["UnprocessedItems"]
 
 
 def scan(dynamodb, table: str) -> list[dict]:
@@ -104,7 +86,7 @@ def test_the_story_on_dynamodb_s3_ses_eventbridge_and_the_personalize_standin(pr
 
     # Last term: the rest of the school's interactions, already in the table.
     last_term = story.rest_of_school()
-    load_last_term(dynamodb, interactions, last_term)
+    load_interactions(dynamodb, interactions, last_term)
     phase("setup and last term")
 
     # Infra's bootstrap: an export of last term, imported; a first version behind the campaign.

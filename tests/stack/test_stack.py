@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import story
+from tests.e2e.aws import load_interactions
 from tests.e2e.story import CLASS_A, CLASS_B, NEWCOMER
 
 from . import iam
@@ -89,24 +90,9 @@ def sent_emails(dep: Deployment) -> list[dict]:
 
 def load_last_term(dep: Deployment) -> int:
     """The platform's history, already in the table before this deployment (as the e2e AWS story has it)."""
-    dynamodb = boto("dynamodb", dep.backends.moto)
-    table = dep.name("InteractionsTable")
-    event_types = {"student.enrolled": "enrolled", "student.submitAssignment": "submitAssignment"}
-    items = [
-        {
-            "userId": {"S": e.detail["studentId"]},
-            "eventId": {"S": e.id},
-            "itemId": {"S": e.detail["classId"]},
-            "timestamp": {"N": str(int(e.time.timestamp()))},
-            "eventType": {"S": event_types[e.detail_type]},
-        }
-        for e in story.interactions(story.rest_of_school())
-    ]
-    for start in range(0, len(items), 25):
-        requests = {table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]}
-        while requests:
-            requests = dynamodb.batch_write_item(RequestItems=requests)["UnprocessedItems"]
-    return len(items)
+    return load_interactions(
+        boto("dynamodb", dep.backends.moto), dep.name("InteractionsTable"), story.rest_of_school()
+    )
 
 
 def count_items(dep: Deployment, logical_id: str) -> int:
