@@ -115,8 +115,16 @@ def test_throttling_5xx_and_slowness_are_answered_from_the_fallback_within_500_m
             assert all(c["client_gone"] for c in asked), "the API hung up on every slow answer"
             print(f"[e2e] {fault}: {len(asked)} of 40 requests reached the stand-in before the deadline")
         else:
-            asked = wait_until(logged, timeout=5, what=f"{fault}: the stand-in to log 40 calls")
-            assert len(asked) == 40 and all(c["fault"] for c in asked), f"{fault}: {len(asked)} calls"
+            # Every answer that names the fault reached the stand-in. An eight-at-once answer that says
+            # `timeout` instead may never have been sent (the same loaded-machine case as above).
+            timed_out = sum(1 for _, answer in concurrent if answer["fallback"]["reason"] == "timeout")
+            reached = 40 - timed_out
+            asked = wait_until(
+                lambda: (len(logged()[1]) >= reached, logged()[1]),
+                timeout=5,
+                what=f"{fault}: the stand-in to log {reached} calls",
+            )
+            assert reached <= len(asked) <= 40 and all(c["fault"] for c in asked), f"{fault}: {len(asked)} calls"
 
         # The fault cleared, the next request is Personalize's again: nothing was cached or tripped.
         _, answer = ask("numResults=10")
