@@ -23,10 +23,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .writes import Image, KeyHistory, WriteLog, key_id
+from .writes import Image, KeyHistory, WriteLog, key_id, micros
 
 TABLE_ARN = re.compile(
-    r"^arn:(?P<partition>aws[a-z-]*):dynamodb:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):table/(?P<name>[A-Za-z0-9_.-]{3,255})$"
+    r"^arn:(?P<partition>aws[a-z-]*):dynamodb:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"table/(?P<name>[A-Za-z0-9_.-]{3,255})$"
 )
 # The incremental export period AWS accepts ("from 15 minutes up to 24 hours", AWS Database Blog,
 # "Introducing incremental export from Amazon DynamoDB to Amazon S3").
@@ -165,7 +166,10 @@ class Exports:
             export_time = incremental["ExportToTime"]
         else:
             if "IncrementalExportSpecification" in request:
-                raise ServiceError("ValidationException", "IncrementalExportSpecification is only valid with ExportType INCREMENTAL_EXPORT")
+                raise ServiceError(
+                    "ValidationException",
+                    "IncrementalExportSpecification is only valid with ExportType INCREMENTAL_EXPORT",
+                )
             export_time = float(request.get("ExportTime", now))
             if not recovery <= export_time <= now:
                 raise ServiceError(
@@ -179,7 +183,8 @@ class Exports:
             export_id=export_id,
             region=region,
             table_arn=table_arn,
-            table_id=table.get("TableId") or str(uuid.uuid5(uuid.NAMESPACE_URL, f"{table_arn}@{table['CreationDateTime']}")),
+            table_id=table.get("TableId")
+            or str(uuid.uuid5(uuid.NAMESPACE_URL, f"{table_arn}@{table['CreationDateTime']}")),
             client_token=token,
             params=request,
             s3_bucket=request["S3Bucket"],
@@ -202,17 +207,27 @@ class Exports:
     def _check_supported(self, request: dict[str, Any]) -> None:
         if request.get("ExportFormat", DEFAULTS["ExportFormat"]) != "DYNAMODB_JSON":
             raise ServiceError(
-                "ValidationException", "ExportFormat ION is valid in DynamoDB but the export stand-in only writes DYNAMODB_JSON"
+                "ValidationException",
+                "ExportFormat ION is valid in DynamoDB but the export stand-in only writes DYNAMODB_JSON",
             )
         if "FilterSpecification" in request:
-            raise ServiceError("ValidationException", "FilterSpecification is valid in DynamoDB but the export stand-in does not support it")
+            raise ServiceError(
+                "ValidationException",
+                "FilterSpecification is valid in DynamoDB but the export stand-in does not support it",
+            )
         if request.get("ExportType") == "INCREMENTAL_EXPORT" and "ExportTime" in request:
-            raise ServiceError("ValidationException", "ExportTime cannot be given for an INCREMENTAL_EXPORT; use IncrementalExportSpecification")
+            raise ServiceError(
+                "ValidationException",
+                "ExportTime cannot be given for an INCREMENTAL_EXPORT; use IncrementalExportSpecification",
+            )
 
     def _table(self, table_arn: str, region: str) -> dict[str, Any]:
         match = TABLE_ARN.match(table_arn)
         if match is None:
-            raise ServiceError("ValidationException", f"Invalid TableArn {table_arn!r}: expected arn:aws:dynamodb:REGION:ACCOUNT:table/NAME")
+            raise ServiceError(
+                "ValidationException",
+                f"Invalid TableArn {table_arn!r}: expected arn:aws:dynamodb:REGION:ACCOUNT:table/NAME",
+            )
         missing = ServiceError("TableNotFoundException", f"Table not found: {table_arn}")
         if match["region"] != region:
             raise missing  # DynamoDB looks in the region the request went to
@@ -227,14 +242,15 @@ class Exports:
         return table
 
     def _recovery_window(self, name: str, region: str) -> float:
-        """The earliest restorable time; raises when point-in-time recovery is off. The stand-in knows
-        nothing of the table before it started, so its window never begins earlier than that."""
+        """The earliest restorable time; raises when point-in-time recovery is off. moto's
+        EarliestRestorableDateTime is always the time of the call, and the stand-in knows nothing of the
+        table before it started, so the window begins when the stand-in started."""
         backups = self.dynamodb(region).describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
-        pitr = backups.get("PointInTimeRecoveryDescription", {})
-        if pitr.get("PointInTimeRecoveryStatus") != "ENABLED":
-            raise ServiceError("PointInTimeRecoveryUnavailableException", f"Point in time recovery is not enabled for table '{name}'")
-        earliest = pitr.get("EarliestRestorableDateTime")
-        return max(earliest.timestamp() if earliest else self.started_at, self.started_at)
+        if backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") != "ENABLED":
+            raise ServiceError(
+                "PointInTimeRecoveryUnavailableException", f"Point in time recovery is not enabled for table '{name}'"
+            )
+        return self.started_at
 
     def _incremental_window(self, request: dict[str, Any], recovery: float, now: float) -> dict[str, Any]:
         spec = request.get("IncrementalExportSpecification")
@@ -255,7 +271,11 @@ class Exports:
                 "ValidationException",
                 f"The incremental export period must be between 15 minutes and 24 hours, not {end - start:.3f} s",
             )
-        return {"ExportFromTime": start, "ExportToTime": end, "ExportViewType": spec.get("ExportViewType", DEFAULT_VIEW_TYPE)}
+        return {
+            "ExportFromTime": start,
+            "ExportToTime": end,
+            "ExportViewType": spec.get("ExportViewType", DEFAULT_VIEW_TYPE),
+        }
 
     # ---- the export itself ----------------------------------------------------------------------------
 
@@ -282,7 +302,9 @@ class Exports:
             key = f"{base}data/{base64.b32encode(secrets.token_bytes(16)).decode().lower().rstrip('=')}.json.gz"
             etag = self._put(export, key, body)
             manifest_lines.append(
-                json.dumps({"itemCount": len(chunk), "md5Checksum": _md5_base64(body), "etag": etag, "dataFileS3Key": key})
+                json.dumps(
+                    {"itemCount": len(chunk), "md5Checksum": _md5_base64(body), "etag": etag, "dataFileS3Key": key}
+                )
             )
         export.item_count = len(lines)
         export.billed_size_bytes = sum(len(line.encode()) + 1 for line in lines)
@@ -342,18 +364,21 @@ class Exports:
     def _lines(self, export: Export, table: str) -> list[str]:
         histories = self._histories(export, table)
         if export.incremental is None:
-            at = int(export.export_time * 1_000_000)
+            at = micros(export.export_time)
             items = [h.image_at(at) for h in histories]
             return [json.dumps({"Item": item}) for item in items if item is not None]
-        start = int(export.incremental["ExportFromTime"] * 1_000_000)
-        end = int(export.incremental["ExportToTime"] * 1_000_000)
+        start = micros(export.incremental["ExportFromTime"])
+        end = micros(export.incremental["ExportToTime"])
         with_old = export.incremental["ExportViewType"] == "NEW_AND_OLD_IMAGES"
         lines = []
         for history in histories:
             written = history.writes_in(start, end)
             if not written:
                 continue
-            line: dict[str, Image] = {"Metadata": {"WriteTimestampMicros": {"N": str(written[-1])}}, "Keys": history.key}
+            line: dict[str, Image] = {
+                "Metadata": {"WriteTimestampMicros": {"N": str(written[-1])}},
+                "Keys": history.key,
+            }
             new = history.image_before(end)
             if new is not None:
                 line["NewImage"] = new

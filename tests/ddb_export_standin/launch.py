@@ -27,8 +27,17 @@ def start(
     `env` adds variables (e.g. DDB_EXPORT_STANDIN_POLLS_IN_PROGRESS) to this process's environment;
     `stderr` is passed to Popen (default: inherited). Stop it with `process.terminate()`."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.ddb_export_standin", "--port", "0",
-         "--dynamodb-endpoint", dynamodb_endpoint, "--s3-endpoint", s3_endpoint],
+        [
+            sys.executable,
+            "-m",
+            "tests.ddb_export_standin",
+            "--port",
+            "0",
+            "--dynamodb-endpoint",
+            dynamodb_endpoint,
+            "--s3-endpoint",
+            s3_endpoint,
+        ],
         cwd=REPO_ROOT,
         env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,

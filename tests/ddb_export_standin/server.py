@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import re
 import threading
@@ -31,7 +32,7 @@ from botocore.model import ServiceModel
 from tests.personalize_standin.models import StrictValidator, coral_message
 
 from .exports import Exports, ServiceError
-from .writes import Image, WriteLog, key_id
+from .writes import Image, WriteLog, key_id, micros
 
 TARGET_PREFIX = "DynamoDB_20120810."
 JSON_1_0 = "application/x-amz-json-1.0"
@@ -42,7 +43,11 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 SIGV4_REGION = re.compile(r"Credential=[^/\s,]+/\d{8}/(?P<region>[a-z0-9-]+)/")
 # What `POST /_standin/fail-next` can inject: (HTTP status, __type, message), as DynamoDB answers them.
 FAULTS = {
-    "ThrottlingException": (400, "com.amazon.coral.availability#ThrottlingException", "Rate of requests exceeds the allowed throughput."),
+    "ThrottlingException": (
+        400,
+        "com.amazon.coral.availability#ThrottlingException",
+        "Rate of requests exceeds the allowed throughput.",
+    ),
     "InternalServerError": (500, ERROR_NAMESPACE + "InternalServerError", "Internal server error"),
 }
 CREDENTIALS = {"aws_access_key_id": "ddb-export-standin", "aws_secret_access_key": "ddb-export-standin"}
@@ -78,12 +83,14 @@ class StandIn:
         self.output_validator = StrictValidator(check_patterns=False)
         self.lock = threading.RLock()
         self.clock_offset = 0.0
-        self.started_at = time.time()
+        # Whole milliseconds: SDKs send timestamps with millisecond precision, so a window can start
+        # exactly here (where the items the stand-in found already written are dated).
+        self.started_at = math.floor(time.time() * 1000) / 1000
         self.faults: dict[str, list[list[Any]]] = {}  # operation -> [[error, remaining count], ...]
         self._clients: dict[str, Any] = {}
         self._key_names: dict[tuple[str, str], list[str]] = {}
         config = Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "total_max_attempts": 3})
-        self.writes = WriteLog(int(self.started_at * 1_000_000))
+        self.writes = WriteLog(micros(self.started_at))
         self.exports = Exports(
             dynamodb=self.dynamodb,
             s3=boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", config=config, **CREDENTIALS),
@@ -312,11 +319,11 @@ class Handler(BaseHTTPRequestHandler):
             undone = set()
             if operation == "BatchWriteItem":
                 undone = _unprocessed(answer[2], lambda table: standin.key_names(region, table))
-            micros = standin.writes.stamp(int(standin.now() * 1_000_000))
+            written = standin.writes.stamp(micros(standin.now()))
             for table, key in keys:
                 if (table, key_id(key)) in undone:
                     continue
-                standin.writes.record(region, table, key, micros, standin.current_image(region, table, key))
+                standin.writes.record(region, table, key, written, standin.current_image(region, table, key))
             return answer
 
     def _table_lifecycle(self, body: bytes, region: str) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -356,7 +363,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         problems = standin.output_validator.violations(output, op.output_shape)
         if problems:
-            self._error(500, "InternalServerError", "ddb-export-standin bug: answer fails the model: " + coral_message(problems))
+            self._error(
+                500, "InternalServerError", "ddb-export-standin bug: answer fails the model: " + coral_message(problems)
+            )
             return
         self._send_json(200, output)
 
@@ -370,7 +379,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(400, [("Content-Type", "application/json")], json.dumps({"error": str(err)}).encode())
             return
         if answer is None:
-            self._send(404, [("Content-Type", "application/json")], json.dumps({"error": f"no {self.command} /_standin/{path}"}).encode())
+            self._send(
+                404,
+                [("Content-Type", "application/json")],
+                json.dumps({"error": f"no {self.command} /_standin/{path}"}).encode(),
+            )
             return
         self._send(200, [("Content-Type", "application/json")], json.dumps(answer).encode())
 
@@ -378,7 +391,12 @@ class Handler(BaseHTTPRequestHandler):
         standin = self.standin
         route = (self.command, path)
         if route == ("GET", "health"):
-            return {"ok": True, "botocore": botocore.__version__, "dynamodb": standin.dynamodb_endpoint}
+            return {
+                "ok": True,
+                "botocore": botocore.__version__,
+                "dynamodb": standin.dynamodb_endpoint,
+                "started_at": standin.started_at,
+            }
         if route == ("POST", "fail-next"):
             if not isinstance(request, dict) or set(request) - {"operation", "error", "count"}:
                 raise ValueError('body must be {"operation": ..., "error": ..., "count": N}')

@@ -18,6 +18,12 @@ from typing import Any
 Image = dict[str, Any]  # an item in DynamoDB JSON: {"attr": {"S": "..."}, ...}
 
 
+def micros(seconds: float) -> int:
+    """Epoch seconds (a float, as the JSON protocol sends timestamps) to whole microseconds; rounded, as
+    1796535367.598 * 1e6 is 1796535367597999.8 in floating point."""
+    return round(seconds * 1_000_000)
+
+
 def key_id(key: Image) -> str:
     """A canonical text for a primary key, so two spellings of one key are one entry."""
     return json.dumps(key, sort_keys=True, separators=(",", ":"))

@@ -56,7 +56,9 @@ def moto() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [moto_server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for(f"http://127.0.0.1:{port}/moto-api/", process)
         yield f"http://127.0.0.1:{port}"
@@ -67,7 +69,11 @@ def moto() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def standin(moto: str) -> Iterator[str]:
-    url, process = start(moto, moto, env={"DDB_EXPORT_STANDIN_POLLS_IN_PROGRESS": "1", "DDB_EXPORT_STANDIN_ITEMS_PER_FILE": str(ITEMS_PER_FILE)})
+    url, process = start(
+        moto,
+        moto,
+        env={"DDB_EXPORT_STANDIN_POLLS_IN_PROGRESS": "1", "DDB_EXPORT_STANDIN_ITEMS_PER_FILE": str(ITEMS_PER_FILE)},
+    )
     try:
         yield url
     finally:

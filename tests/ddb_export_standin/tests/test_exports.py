@@ -19,7 +19,9 @@ EXPORT_ARN = re.compile(rf"^arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/[^/]+/expo
 
 def put(ddb: Any, table_arn: str, *keys: str) -> None:
     for key in keys:
-        ddb.put_item(TableName=table_name(table_arn), Item={"pk": {"S": key}, "n": {"N": "1"}, "tags": {"SS": ["a", "b"]}})
+        ddb.put_item(
+            TableName=table_name(table_arn), Item={"pk": {"S": key}, "n": {"N": "1"}, "tags": {"SS": ["a", "b"]}}
+        )
 
 
 def wait_done(ddb: Any, arn: str) -> dict[str, Any]:
@@ -30,7 +32,9 @@ def wait_done(ddb: Any, arn: str) -> dict[str, Any]:
     raise AssertionError(f"{arn} never finished")
 
 
-def read_layout(s3: Any, bucket: str, summary_key: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def read_layout(
+    s3: Any, bucket: str, summary_key: str
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """(manifest summary, manifest-files lines, every data line), checking the checksums on the way."""
     summary_body = s3.get_object(Bucket=bucket, Key=summary_key)["Body"].read()
     summary = json.loads(summary_body)
@@ -53,7 +57,9 @@ def read_layout(s3: Any, bucket: str, summary_key: str) -> tuple[dict[str, Any],
 def test_full_export_writes_the_documented_layout(ddb, s3, make_table, bucket):
     table = make_table()
     put(ddb, table, "a", "b", "c", "d", "e")
-    started = ddb.export_table_to_point_in_time(TableArn=table, S3Bucket=bucket, S3Prefix="exports/run-1", ClientToken="tok-1")
+    started = ddb.export_table_to_point_in_time(
+        TableArn=table, S3Bucket=bucket, S3Prefix="exports/run-1", ClientToken="tok-1"
+    )
     first = started["ExportDescription"]
     export_id = EXPORT_ARN.match(first["ExportArn"])[1]
     assert first["ExportStatus"] == "IN_PROGRESS" and "ItemCount" not in first and "ExportManifest" not in first
@@ -64,7 +70,12 @@ def test_full_export_writes_the_documented_layout(ddb, s3, make_table, bucket):
     assert done["ExportStatus"] == "COMPLETED"
     assert done["ExportManifest"] == base + "manifest-summary.json"
     assert (done["ItemCount"], done["ExportType"], done["ExportFormat"]) == (5, "FULL_EXPORT", "DYNAMODB_JSON")
-    assert (done["S3Bucket"], done["S3Prefix"], done["ClientToken"], done["S3SseAlgorithm"]) == (bucket, "exports/run-1", "tok-1", "AES256")
+    assert (done["S3Bucket"], done["S3Prefix"], done["ClientToken"], done["S3SseAlgorithm"]) == (
+        bucket,
+        "exports/run-1",
+        "tok-1",
+        "AES256",
+    )
     assert done["EndTime"] >= done["StartTime"] and done["TableArn"] == table
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", done["TableId"])
 
@@ -73,7 +84,13 @@ def test_full_export_writes_the_documented_layout(ddb, s3, make_table, bucket):
     assert s3.get_object(Bucket=bucket, Key=base + "_started")["Body"].read() == b""
     assert {k for k in keys if not k.startswith(base + "data/")} == {
         base + name
-        for name in ("_started", "manifest-files.json", "manifest-files.md5", "manifest-summary.json", "manifest-summary.md5")
+        for name in (
+            "_started",
+            "manifest-files.json",
+            "manifest-files.md5",
+            "manifest-summary.json",
+            "manifest-summary.md5",
+        )
     }
     assert all(re.fullmatch(re.escape(base) + r"data/[a-z2-7]{26}\.json\.gz", k) for k in keys if "/data/" in k)
 
@@ -119,16 +136,23 @@ def test_export_time_in_the_past_exports_the_table_as_it_was(ddb, s3, make_table
     table = make_table()
     ddb.put_item(TableName=table_name(table), Item={"pk": {"S": "x"}, "v": {"S": "old"}})
     ddb.put_item(TableName=table_name(table), Item={"pk": {"S": "gone"}})
+    # A second either side: SDKs send timestamps in milliseconds, the writes are dated in microseconds.
+    admin(standin, "POST", "clock", {"advance_seconds": 1})
     between = admin(standin, "GET", "clock")["now"]
-    admin(standin, "POST", "clock", {"advance_seconds": 5})
+    admin(standin, "POST", "clock", {"advance_seconds": 1})
     ddb.put_item(TableName=table_name(table), Item={"pk": {"S": "x"}, "v": {"S": "new"}})
     ddb.delete_item(TableName=table_name(table), Key={"pk": {"S": "gone"}})
     ddb.put_item(TableName=table_name(table), Item={"pk": {"S": "later"}})
-    arn = ddb.export_table_to_point_in_time(TableArn=table, S3Bucket=bucket, ExportTime=between)["ExportDescription"]["ExportArn"]
+    arn = ddb.export_table_to_point_in_time(TableArn=table, S3Bucket=bucket, ExportTime=between)["ExportDescription"][
+        "ExportArn"
+    ]
     done = wait_done(ddb, arn)
     assert done["ExportTime"].timestamp() == pytest.approx(between, abs=0.001)
     _, _, lines = read_layout(s3, bucket, done["ExportManifest"])
-    assert sorted((line["Item"]["pk"]["S"], line["Item"].get("v", {}).get("S")) for line in lines) == [("gone", None), ("x", "old")]
+    assert sorted((line["Item"]["pk"]["S"], line["Item"].get("v", {}).get("S")) for line in lines) == [
+        ("gone", None),
+        ("x", "old"),
+    ]
 
 
 def test_client_token_is_idempotent(ddb, make_table, bucket):
@@ -145,7 +169,9 @@ def test_client_token_is_idempotent(ddb, make_table, bucket):
 
 def test_missing_bucket_fails_the_export(ddb, make_table):
     table = make_table()
-    arn = ddb.export_table_to_point_in_time(TableArn=table, S3Bucket="no-such-bucket-here")["ExportDescription"]["ExportArn"]
+    arn = ddb.export_table_to_point_in_time(TableArn=table, S3Bucket="no-such-bucket-here")["ExportDescription"][
+        "ExportArn"
+    ]
     assert ddb.describe_export(ExportArn=arn)["ExportDescription"]["ExportStatus"] == "IN_PROGRESS"
     failed = ddb.describe_export(ExportArn=arn)["ExportDescription"]
     assert (failed["ExportStatus"], failed["FailureCode"]) == ("FAILED", "S3NoSuchBucket")
@@ -154,7 +180,10 @@ def test_missing_bucket_fails_the_export(ddb, make_table):
 
 def test_list_exports_pages_in_reverse_arn_order(ddb, make_table, bucket):
     table, other = make_table(), make_table()
-    arns = [ddb.export_table_to_point_in_time(TableArn=table, S3Bucket=bucket)["ExportDescription"]["ExportArn"] for _ in range(3)]
+    arns = [
+        ddb.export_table_to_point_in_time(TableArn=table, S3Bucket=bucket)["ExportDescription"]["ExportArn"]
+        for _ in range(3)
+    ]
     ddb.export_table_to_point_in_time(TableArn=other, S3Bucket=bucket)
     page = ddb.list_exports(TableArn=table, MaxResults=2)
     rest = ddb.list_exports(TableArn=table, MaxResults=2, NextToken=page["NextToken"])
