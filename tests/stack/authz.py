@@ -227,13 +227,33 @@ def _dynamodb(request: _Request) -> list[Check]:
                 out.append(check)
         return out
     if operation == "ExportTableToPointInTime":
-        return [Check(action, _required(body, "TableArn", name), {}, name)]
+        return _dynamodb_export(request, body, name)
     if operation == "DescribeExport":
         return [Check(action, _required(body, "ExportArn", name), {}, name)]
     if operation in ("ListTables", "ListExports", "DescribeLimits", "DescribeEndpoints"):
         # ListExports may name a table; IAM authorizes it on "*" all the same.
         return [Check(action, "*", {}, name)]
     raise UnknownRequest(f"dynamodb: no IAM mapping for {operation}")
+
+
+# DynamoDB writes an export with the caller's permissions: the Developer Guide ("Requesting a table export
+# in DynamoDB", Set up S3 permissions) asks for these three on the destination besides the export action.
+_DYNAMODB_EXPORT_S3_ACTIONS = ("s3:AbortMultipartUpload", "s3:PutObject", "s3:PutObjectAcl")
+
+
+def _dynamodb_export(request: _Request, body: Mapping[str, Any], name: str) -> list[Check]:
+    """The export action on the table, and the S3 writes on what it writes: every object under
+    `<S3Prefix>/AWSDynamoDB/` (the export id is not known yet, so the check's resource ends in a literal
+    `*`, which a grant covers only if it covers every key there)."""
+    table = _dynamodb_table_arn(request, _required(body, "TableArn", name))
+    bucket = _required(body, "S3Bucket", name)
+    prefix = body.get("S3Prefix")
+    if prefix is not None and not isinstance(prefix, str):
+        raise UnknownRequest(f"{name}: S3Prefix is not a string")
+    objects = _s3_arn(request, bucket, f"{prefix}/AWSDynamoDB/*" if prefix is not None else "AWSDynamoDB/*")
+    out = [Check("dynamodb:ExportTableToPointInTime", table, {}, name)]
+    out.extend(Check(action, objects, {}, f"{name} (writes the export)") for action in _DYNAMODB_EXPORT_S3_ACTIONS)
+    return out
 
 
 # --- S3 (REST, path-style /{bucket}/{key}) -----------------------------------------------------------

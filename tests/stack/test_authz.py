@@ -111,10 +111,46 @@ def test_dynamodb_transactions_check_each_item_as_its_single_item_action():
 
 
 def test_dynamodb_exports():
-    result = dynamodb("ExportTableToPointInTime", {"TableArn": f"{DDB}/interactions", "S3Bucket": "b"})
-    assert pairs(result) == [("dynamodb:ExportTableToPointInTime", f"{DDB}/interactions")]
+    # The export writes with the caller's permissions: every object under <S3Prefix>/AWSDynamoDB/.
+    result = dynamodb("ExportTableToPointInTime", {"TableArn": f"{DDB}/interactions", "S3Bucket": "b", "S3Prefix": "exports/ddb"})
+    writes = "arn:aws:s3:::b/exports/ddb/AWSDynamoDB/*"
+    assert pairs(result) == [
+        ("dynamodb:ExportTableToPointInTime", f"{DDB}/interactions"),
+        ("s3:AbortMultipartUpload", writes),
+        ("s3:PutObject", writes),
+        ("s3:PutObjectAcl", writes),
+    ]
+    without_prefix = dynamodb("ExportTableToPointInTime", {"TableArn": f"{DDB}/interactions", "S3Bucket": "b"})
+    assert {c.resource for c in without_prefix[1:]} == {"arn:aws:s3:::b/AWSDynamoDB/*"}
+    with pytest.raises(UnknownRequest):
+        dynamodb("ExportTableToPointInTime", {"TableArn": f"{DDB}/interactions"})  # no bucket
     export = f"{DDB}/interactions/export/01733333333333-abcdef12"
     assert pairs(dynamodb("DescribeExport", {"ExportArn": export})) == [("dynamodb:DescribeExport", export)]
+    # ListExports is authorized on "*" even when it names a table.
+    listed = dynamodb("ListExports", {"TableArn": f"{DDB}/interactions", "MaxResults": 5})
+    assert pairs(listed) == [("dynamodb:ListExports", "*")]
+
+
+def test_dynamodb_export_grants_the_developer_guide_names():
+    """The Developer Guide's example policy for exports allows the request; a grant on the bucket's other
+    prefixes, or without s3:PutObjectAcl, does not."""
+    request = {"TableArn": f"{DDB}/interactions", "S3Bucket": "b", "S3Prefix": "exports/ddb"}
+    guide = [
+        {"Effect": "Allow", "Action": "dynamodb:ExportTableToPointInTime", "Resource": f"{DDB}/interactions"},
+        {
+            "Effect": "Allow",
+            "Action": ["s3:AbortMultipartUpload", "s3:PutObject", "s3:PutObjectAcl"],
+            "Resource": "arn:aws:s3:::b/exports/*",
+        },
+    ]
+
+    def allowed(statements: list[dict[str, Any]]) -> bool:
+        policy = [{"Version": "2012-10-17", "Statement": statements}]
+        return all(iam.evaluate(policy, c.action, c.resource, c.context).allowed for c in dynamodb("ExportTableToPointInTime", request))
+
+    assert allowed(guide)
+    assert not allowed([guide[0], {**guide[1], "Resource": "arn:aws:s3:::b/models/*"}])
+    assert not allowed([guide[0], {**guide[1], "Action": ["s3:AbortMultipartUpload", "s3:PutObject"]}])
 
 
 def test_dynamodb_unknown_and_malformed_requests_are_refused():
