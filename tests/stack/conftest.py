@@ -1,6 +1,7 @@
-"""What the stack story needs: two moto servers, the recording proxy, the Personalize stand-in (reading
-S3 through the proxy, as Personalize reads it with the import role), the transformed template and the
-Lambda bootstraps. `scripts/test-stack` builds the last two; run that, not pytest alone."""
+"""What the stack story needs: two moto servers, the DynamoDB export stand-in in front of the first (moto
+has no real table exports) writing exports into the second, the recording proxy, the Personalize stand-in
+(reading S3 through the proxy, as Personalize reads it with the import role), the transformed template and
+the Lambda bootstraps. `scripts/test-stack` builds the last two; run that, not pytest alone."""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def binaries() -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def world(work):
-    """moto ×2, the proxy and the stand-in; yields (backends, ledger, proxy, callers)."""
+    """moto ×2, the DynamoDB export stand-in, the proxy and the Personalize stand-in; yields (backends,
+    ledger, proxy, callers)."""
     processes = []
     bindir = Path(sys.executable).parent
 
@@ -81,6 +83,15 @@ def world(work):
             port = _free_port()
             start(name, [str(bindir / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], f"http://127.0.0.1:{port}/moto-api/")
             urls.append(f"http://127.0.0.1:{port}")
+        # The functions' DynamoDB: every request goes on to moto, exports are made here. It writes to S3
+        # directly: DynamoDB checks the caller's S3 grants at ExportTableToPointInTime (see authz.py).
+        port = _free_port()
+        dynamodb = start(
+            "ddb-export-standin",
+            [sys.executable, "-m", "tests.ddb_export_standin", "--port", str(port), "--dynamodb-endpoint", urls[0],
+             "--s3-endpoint", urls[1]],
+            f"http://127.0.0.1:{port}/_standin/health",
+        ).removesuffix("/_standin/health")
         ledger = Ledger()
         callers: dict = {}
         proxy = Proxy(callers=callers, backends={}, lambda_api=None, ledger=ledger, region="us-east-1", account="123456789012")
@@ -92,8 +103,8 @@ def world(work):
             f"http://127.0.0.1:{port}/_standin/state",
         )
         standin = f"http://127.0.0.1:{port}"
-        backends = Backends(moto=urls[0], moto_s3=urls[1], standin=standin)
-        proxy.backends.update({"default": urls[0], "s3": urls[1], "personalize": standin})
+        backends = Backends(moto=urls[0], moto_s3=urls[1], standin=standin, dynamodb=dynamodb)
+        proxy.backends.update({"default": urls[0], "dynamodb": dynamodb, "s3": urls[1], "personalize": standin})
         yield backends, ledger, proxy, callers
         proxy.stop()
     finally:

@@ -4,8 +4,9 @@ Each function runs with its own access key id, so the SigV4 `Credential` of a re
 sent it. The proxy asks `authz.checks` what IAM would check for the request, asks `iam.evaluate` whether
 the function's role (resolved from the template) allows each check, records everything, and then either
 answers `AccessDenied` the way the service would (a denied request fails the run: see `Ledger.denials`) or
-forwards the request to the backend that plays the service: moto for DynamoDB, SES, EventBridge and SQS, a
-second moto for S3, the Personalize stand-in, and the harness's own Lambda Invoke API.
+forwards the request to the backend that plays the service: moto for SES, EventBridge and SQS, the DynamoDB
+export stand-in (moto behind it) for DynamoDB, a second moto for S3, the Personalize stand-in, and the
+harness's own Lambda Invoke API.
 
 S3 answers a missing object with 404 only when the caller may `s3:ListBucket`; without it AWS answers 403.
 The proxy adds that check to a 404 and turns it into the 403 when the role lacks it, as AWS would.

@@ -3,8 +3,8 @@ Personalize stand-in, each function run as Lambda runs it, every trigger wired a
 
 What plays what:
 
-* **CloudFormation**: `deploy` creates the template's tables (their key schemas), bucket, bus, queues, rules
-  and Personalize resources (in the stand-in), with the names and ARNs `cfn.Stack` gives them.
+* **CloudFormation**: `deploy` creates the template's tables (key schemas, point-in-time recovery), bucket, bus,
+  queues, rules and Personalize resources (in the stand-in), with the names and ARNs `cfn.Stack` gives them.
 * **Lambda**: `lambda_rt` runs each function's bootstrap behind the Runtime API with the template's
   `Environment`, `Timeout` and `MemorySize`; asynchronous invokes retry and go to the on-failure destination
   as the template's `EventInvokeConfig` says, that delivery being checked against the function's role as
@@ -63,6 +63,9 @@ class Backends:
     moto: str  # DynamoDB, SES, EventBridge, SQS
     moto_s3: str
     standin: str
+    # The functions' DynamoDB: tests/ddb_export_standin in front of `moto`, with table exports. Writes made
+    # straight to `moto` count, for incremental exports, as made when the stand-in started.
+    dynamodb: str
 
 
 @dataclass
@@ -518,6 +521,12 @@ def deploy(
             AttributeDefinitions=p["AttributeDefinitions"],
             BillingMode=p.get("BillingMode", "PAY_PER_REQUEST"),
         )
+        # Exports need point-in-time recovery, as the template turns it on.
+        if p.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled") in (True, "true"):
+            dynamodb.update_continuous_backups(
+                TableName=stack.ref(logical_id),
+                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+            )
     s3 = boto("s3", backends.moto_s3)
     for logical_id in stack.of_type("AWS::S3::Bucket"):
         s3.create_bucket(Bucket=stack.ref(logical_id))
