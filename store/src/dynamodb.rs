@@ -1,7 +1,5 @@
-//! The DynamoDB adapter. Table layout: partition key `userId` (S), sort key
-//! `eventId` (S); attributes `itemId` (S), `timestamp` (N, epoch seconds),
-//! `eventType` (S), `eventValue` (N, optional). Keying by the event id makes a put
-//! of a redelivered event a conditional no-op.
+//! The DynamoDB adapter. Table layout: see [`crate::item`]. Keying by the event id
+//! makes a put of a redelivered event a conditional no-op.
 
 use std::collections::HashMap;
 
@@ -10,18 +8,14 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::stream::{self, BoxStream, StreamExt};
-use schemas::{EventId, EventType, Interaction, ItemId, Timestamp, UserId};
+use schemas::Interaction;
 
+use crate::item::{self, Attribute};
 use crate::{
     InteractionSink, InteractionSource, PutOutcome, RejectedRecord, ScanPage, StoreError, check_segment,
 };
 
-pub const USER_ID: &str = "userId";
-pub const EVENT_ID: &str = "eventId";
-pub const ITEM_ID: &str = "itemId";
-pub const TIMESTAMP: &str = "timestamp";
-pub const EVENT_TYPE: &str = "eventType";
-pub const EVENT_VALUE: &str = "eventValue";
+pub use crate::item::{EVENT_ID, EVENT_TYPE, EVENT_VALUE, ITEM_ID, TIMESTAMP, USER_ID};
 
 /// The interactions table in DynamoDB.
 #[derive(Debug, Clone)]
@@ -81,56 +75,36 @@ impl DynamoInteractionStore {
 
 /// The attribute map stored for one interaction.
 pub fn to_item(i: &Interaction) -> HashMap<String, AttributeValue> {
-    let mut item = HashMap::from([
-        (USER_ID.to_owned(), AttributeValue::S(i.user_id.to_string())),
-        (EVENT_ID.to_owned(), AttributeValue::S(i.event_id.to_string())),
-        (ITEM_ID.to_owned(), AttributeValue::S(i.item_id.to_string())),
-        (TIMESTAMP.to_owned(), AttributeValue::N(i.timestamp.epoch_seconds().to_string())),
-        (EVENT_TYPE.to_owned(), AttributeValue::S(i.event_type.to_string())),
-    ]);
-    if let Some(v) = i.event_value {
-        item.insert(EVENT_VALUE.to_owned(), AttributeValue::N(v.to_string()));
-    }
-    item
+    item::attributes(i)
+        .into_iter()
+        .map(|(name, value)| {
+            let value = match value {
+                item::Stored::S(s) => AttributeValue::S(s),
+                item::Stored::N(n) => AttributeValue::N(n),
+            };
+            (name.to_owned(), value)
+        })
+        .collect()
 }
 
-fn string<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Result<&'a str, String> {
-    match item.get(name) {
-        Some(AttributeValue::S(s)) => Ok(s),
-        Some(_) => Err(format!("{name} is not a string")),
-        None => Err(format!("{name} is missing")),
-    }
-}
-
-fn number<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Result<Option<&'a str>, String> {
-    match item.get(name) {
-        Some(AttributeValue::N(n)) => Ok(Some(n)),
-        Some(AttributeValue::Null(_)) | None => Ok(None),
-        Some(_) => Err(format!("{name} is not a number")),
+fn attribute<'a>(item: &'a HashMap<String, AttributeValue>) -> impl Fn(&str) -> Option<Attribute<'a>> {
+    move |name| {
+        item.get(name).map(|v| match v {
+            AttributeValue::S(s) => Attribute::S(s),
+            AttributeValue::N(n) => Attribute::N(n),
+            AttributeValue::Null(_) => Attribute::Null,
+            _ => Attribute::Other,
+        })
     }
 }
 
 /// Parses a stored item back into an interaction, or says which attribute is wrong.
 pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Interaction, String> {
-    let ts = number(item, TIMESTAMP)?.ok_or_else(|| format!("{TIMESTAMP} is missing"))?;
-    let ts: i64 = ts.parse().map_err(|_| format!("{TIMESTAMP} {ts:?} is not whole seconds"))?;
-    let value = match number(item, EVENT_VALUE)? {
-        Some(v) => Some(v.parse::<f32>().map_err(|_| format!("{EVENT_VALUE} {v:?} is not a float"))?),
-        None => None,
-    };
-    Ok(Interaction {
-        user_id: UserId::parse(string(item, USER_ID)?).map_err(|e| e.to_string())?,
-        item_id: ItemId::parse(string(item, ITEM_ID)?).map_err(|e| e.to_string())?,
-        timestamp: Timestamp::from_epoch_seconds(ts).map_err(|e| e.to_string())?,
-        event_type: EventType::parse(string(item, EVENT_TYPE)?).map_err(|e| e.to_string())?,
-        event_value: Interaction::validate_value(value).map_err(|e| e.to_string())?,
-        event_id: EventId::parse(string(item, EVENT_ID)?).map_err(|e| e.to_string())?,
-    })
+    item::decode(attribute(item))
 }
 
 fn key_of(item: &HashMap<String, AttributeValue>) -> String {
-    let part = |name| string(item, name).unwrap_or("?");
-    format!("{}/{}", part(USER_ID), part(EVENT_ID))
+    item::key_of(attribute(item))
 }
 
 #[async_trait]
@@ -180,6 +154,7 @@ mod tests {
     use aws_sdk_dynamodb::operation::scan::ScanOutput;
     use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use schemas::{EventId, EventType, Timestamp};
 
     fn sample() -> Interaction {
         Interaction {

@@ -13,6 +13,7 @@ pub mod demo;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod embedded;
+pub mod item;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;

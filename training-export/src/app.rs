@@ -17,6 +17,8 @@ use crate::events::{LocalEvents, PipelineEvents};
 use crate::personalize::PersonalizeResources;
 use crate::pipeline::{Deadline, Pipeline, PipelineError, Request, Response};
 use crate::runs::{EmbeddedRunStore, RunStore};
+use crate::table_export::TableExporter;
+use crate::table_export::embedded::EmbeddedTableExporter;
 use crate::trainer::ModelTrainer;
 
 /// File of local pipeline events inside the data directory.
@@ -51,6 +53,18 @@ pub enum Models {
     Embedded,
 }
 
+/// How a table too big to scan is exported, if it can be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableExport {
+    /// Always scanned: no threshold, or a DynamoDB table with no bucket to export to.
+    Scan,
+    /// `ExportTableToPointInTime` into the bucket above this many bytes.
+    DynamoDb { table: String, bucket: String, above_bytes: u64 },
+    /// The embedded store written in DynamoDB's export layout above this many bytes (`0`:
+    /// always), so the path runs offline.
+    Embedded { above_bytes: u64 },
+}
+
 /// Which adapter serves each port. [`describe`](Composition::describe) and [`build`] both
 /// read this one decision, so what the start-up log says is what runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +74,7 @@ pub struct Composition {
     pub objects: Objects,
     pub announcements: Announcements,
     pub models: Models,
+    pub table_export: TableExport,
 }
 
 impl Composition {
@@ -68,7 +83,16 @@ impl Composition {
             Some(t) => Table::DynamoDb(t.clone()),
             None => Table::Embedded(config.data_dir.join(store::embedded::FILE_NAME)),
         };
+        let above = config.settings().table_export_above_bytes.filter(|&bytes| bytes != u64::MAX);
+        let table_export = match (&config.interactions_table, &config.data_bucket, above) {
+            (_, _, None) | (Some(_), None, _) => TableExport::Scan,
+            (Some(table), Some(bucket), Some(above_bytes)) => {
+                TableExport::DynamoDb { table: table.clone(), bucket: bucket.clone(), above_bytes }
+            }
+            (None, _, Some(above_bytes)) => TableExport::Embedded { above_bytes },
+        };
         Ok(Self {
+            table_export,
             interactions: table(&config.interactions_table),
             runs: table(&config.runs_table),
             objects: match &config.data_bucket {
@@ -114,6 +138,17 @@ impl Composition {
             match &self.models {
                 Models::Personalize(r) => format!("model: Personalize solution {}", r.solution_arn),
                 Models::Embedded => "model: the embedded recommender".to_owned(),
+            },
+            match &self.table_export {
+                TableExport::Scan => "export: a parallel scan".to_owned(),
+                TableExport::DynamoDb { table, bucket, above_bytes } => format!(
+                    "export: a scan, or above {above_bytes} bytes ExportTableToPointInTime of {table} into {bucket}"
+                ),
+                TableExport::Embedded { above_bytes } => {
+                    format!(
+                        "export: a scan, or above {above_bytes} bytes the embedded store in DynamoDB's export layout"
+                    )
+                }
             },
         ]
     }
@@ -171,7 +206,15 @@ pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline>
         }
         Models::Embedded => (Arc::new(EmbeddedBackend::new(trainer, objects.clone())), None),
     };
+    let table_exporter: Option<Arc<dyn TableExporter>> = match &composition.table_export {
+        TableExport::Scan => None,
+        TableExport::DynamoDb { table, bucket, .. } => Some(aws::table_exporter(aws(), table, bucket)),
+        TableExport::Embedded { .. } => {
+            Some(Arc::new(EmbeddedTableExporter::new(interactions.clone(), objects.clone())))
+        }
+    };
     Ok(Pipeline {
+        table_exporter,
         interactions,
         objects,
         runs,
@@ -199,6 +242,8 @@ mod aws {
     use crate::events::{EventBridgeEvents, PipelineEvents};
     use crate::personalize::{AwsPersonalize, PersonalizeResources};
     use crate::runs::{DynamoRunStore, RunStore};
+    use crate::table_export::TableExporter;
+    use crate::table_export::dynamo::DynamoTableExporter;
 
     /// Every client's configuration and timeouts (overridable, see `aws_failure::timeouts`), read once.
     pub async fn load() -> anyhow::Result<AwsSetup> {
@@ -215,6 +260,11 @@ mod aws {
         Ok(Arc::new(
             S3Store::new(client, bucket.to_owned()).with_part_size(part_size_mib as usize * 1024 * 1024)?,
         ))
+    }
+
+    pub fn table_exporter(aws: &AwsSetup, table: &str, bucket: &str) -> Arc<dyn TableExporter> {
+        let client = aws_sdk_dynamodb::Client::new(&aws.for_service(Service::DynamoDb));
+        Arc::new(DynamoTableExporter::new(client, table, bucket))
     }
 
     pub fn runs(aws: &AwsSetup, table: &str) -> Arc<dyn RunStore> {
@@ -258,6 +308,7 @@ mod aws {
     use crate::events::PipelineEvents;
     use crate::personalize::PersonalizeResources;
     use crate::runs::RunStore;
+    use crate::table_export::TableExporter;
 
     /// Never built: `load` refuses first.
     pub enum Unavailable {}
@@ -278,6 +329,10 @@ mod aws {
     }
 
     pub fn runs(never: &Unavailable, _: &str) -> Arc<dyn RunStore> {
+        match *never {}
+    }
+
+    pub fn table_exporter(never: &Unavailable, _: &str, _: &str) -> Arc<dyn TableExporter> {
         match *never {}
     }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::backend::PersonalizeSettings;
 use crate::personalize::PersonalizeResources;
+#[cfg(feature = "test-hooks")]
+use crate::pipeline::CONVERTING;
 use crate::pipeline::Settings;
 #[cfg(feature = "test-hooks")]
 use crate::run::RunState;
@@ -37,6 +39,13 @@ pub struct Config {
     #[arg(long, env = "SCAN_SEGMENTS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub scan_segments: u32,
+    /// Export the table with DynamoDB's own export (`ExportTableToPointInTime`, converted file
+    /// by file over as many invocations as it takes) when `DescribeTable` reports at least
+    /// this many bytes: `0` always, `off` never. Default: 1 GiB (about what one invocation
+    /// scans in its 15 minutes, see BENCHMARKS.md) for a DynamoDB table; the embedded store
+    /// scans unless this is set.
+    #[arg(long, env = "TABLE_EXPORT_ABOVE_BYTES", value_parser = parse_threshold)]
+    pub table_export_above_bytes: Option<u64>,
     /// S3 multipart part size in MiB (5 to 512): memory per file being uploaded.
     #[arg(long, env = "PART_SIZE_MIB", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(5..=512))]
@@ -71,7 +80,8 @@ pub struct Config {
     #[arg(long, env = "SAFETY_MARGIN_SECS", default_value_t = 60)]
     pub safety_margin_secs: u64,
     /// Fault injection for the end-to-end tests (`tests/e2e`): abort the process right after a
-    /// run is saved in this state (`Exporting` ... `Done`), as a crash there would. Refused
+    /// run is saved in this state (`Exporting` ... `Done`), as a crash there would, or (with
+    /// `Converting`) in the middle of converting a table export's file. Refused
     /// inside Lambda. Only builds with the `test-hooks` feature have it: the others do not
     /// read the variable at all.
     #[cfg(feature = "test-hooks")]
@@ -81,10 +91,20 @@ pub struct Config {
 
 #[cfg(feature = "test-hooks")]
 fn parse_crash_state(raw: &str) -> Result<&'static str, String> {
-    RunState::NAMES
-        .into_iter()
-        .find(|name| *name == raw)
-        .ok_or_else(|| format!("{raw:?} is not a run state; one of {}", RunState::NAMES.join(", ")))
+    let names = || RunState::NAMES.into_iter().chain([CONVERTING]);
+    names().find(|name| *name == raw).ok_or_else(|| {
+        format!("{raw:?} is not a run state; one of {}", names().collect::<Vec<_>>().join(", "))
+    })
+}
+
+/// The threshold a DynamoDB table gets when `TABLE_EXPORT_ABOVE_BYTES` is unset.
+pub const DEFAULT_TABLE_EXPORT_ABOVE_BYTES: u64 = 1 << 30;
+
+fn parse_threshold(raw: &str) -> Result<u64, String> {
+    match raw {
+        "off" => Ok(u64::MAX),
+        _ => raw.parse().map_err(|_| format!("{raw:?} is neither a number of bytes nor `off`")),
+    }
 }
 
 fn parse_tolerance(raw: &str) -> Result<f64, String> {
@@ -197,6 +217,9 @@ impl Config {
             quality_metric: self.quality_metric.clone(),
             quality_tolerance: self.quality_tolerance,
             safety_margin: Duration::from_secs(self.safety_margin_secs),
+            table_export_above_bytes: self
+                .table_export_above_bytes
+                .or(self.interactions_table.is_some().then_some(DEFAULT_TABLE_EXPORT_ABOVE_BYTES)),
             #[cfg(feature = "test-hooks")]
             crash_after: self.crash_after,
             ..Settings::default()

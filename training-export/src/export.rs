@@ -28,6 +28,8 @@ use crate::manifest::{
     DeltaSummary, ExportedFile, MANIFEST_SCHEMA_VERSION, Manifest, RejectedEntry, RejectedSummary,
 };
 
+pub mod convert;
+
 #[cfg(feature = "parquet")]
 mod parquet;
 #[cfg(feature = "parquet")]
@@ -108,6 +110,23 @@ impl ExportPlan {
     pub fn key(&self, file: &str) -> String {
         format!("{}/{file}", self.prefix)
     }
+
+    /// The files of a one-pass export: `interactions.csv` and its siblings.
+    fn whole_files(&self) -> FileKeys {
+        FileKeys {
+            csv: self.key(CSV_FILE),
+            parquet: self.key(PARQUET_FILE),
+            delta: self.delta_since.map(|_| self.key(DELTA_FILE)),
+        }
+    }
+}
+
+/// Where one set of export files goes: the whole export's, or one part's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileKeys {
+    pub csv: String,
+    pub parquet: String,
+    pub delta: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +137,8 @@ pub enum ExportError {
     Upload(#[source] ArtifactError),
     #[error("encoding {file}: {message}")]
     Encode { file: &'static str, message: String },
+    #[error("reading the table export's {key}: {message}")]
+    Input { key: String, message: String },
 }
 
 impl ExportError {
@@ -125,7 +146,7 @@ impl ExportError {
         match self {
             ExportError::Scan(e) => e.is_retryable(),
             ExportError::Upload(e) => e.is_retryable(),
-            ExportError::Encode { .. } => false,
+            ExportError::Encode { .. } | ExportError::Input { .. } => false,
         }
     }
 }
@@ -261,7 +282,7 @@ fn fingerprint(id: &str) -> u64 {
 
 /// The fingerprints are already uniformly distributed: hashing them again is waste.
 #[derive(Default, Clone, Copy)]
-struct PassThrough(u64);
+pub(crate) struct PassThrough(u64);
 
 impl std::hash::Hasher for PassThrough {
     fn write(&mut self, _: &[u8]) {
@@ -281,38 +302,66 @@ type ByFingerprint<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PassThroug
 
 /// Counts for the manifest, gathered as rows go by.
 #[derive(Default)]
-struct Tally {
-    per_user: ByFingerprint<u32>,
-    items: HashSet<u64, std::hash::BuildHasherDefault<PassThrough>>,
-    min_ts: Option<i64>,
-    max_ts: Option<i64>,
-    max_user_chars: u64,
-    max_item_chars: u64,
-    empty_fields: u64,
-    with_value: u64,
+pub(crate) struct Tally {
+    pub per_user: ByFingerprint<u32>,
+    pub items: HashSet<u64, std::hash::BuildHasherDefault<PassThrough>>,
     event_types: HashMap<String, u64>,
-    rejected: RejectedSummary,
+    summary: TallySummary,
+}
+
+/// The tally's figures that are not per id: what a part records beside its id counts, and
+/// what adds up across parts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TallySummary {
+    pub min_ts: Option<i64>,
+    pub max_ts: Option<i64>,
+    pub max_user_chars: u64,
+    pub max_item_chars: u64,
+    pub empty_fields: u64,
+    pub with_value: u64,
+    pub event_types: BTreeMap<String, u64>,
+    pub rejected: RejectedSummary,
+}
+
+impl TallySummary {
+    /// Adds `other`'s figures, as if its rows had been tallied here too.
+    pub fn merge(&mut self, other: TallySummary) {
+        self.min_ts = self.min_ts.into_iter().chain(other.min_ts).min();
+        self.max_ts = self.max_ts.into_iter().chain(other.max_ts).max();
+        self.max_user_chars = self.max_user_chars.max(other.max_user_chars);
+        self.max_item_chars = self.max_item_chars.max(other.max_item_chars);
+        self.empty_fields += other.empty_fields;
+        self.with_value += other.with_value;
+        for (event_type, n) in other.event_types {
+            *self.event_types.entry(event_type).or_insert(0) += n;
+        }
+        self.rejected.count += other.rejected.count;
+        let room = REJECTED_LISTED.saturating_sub(self.rejected.first.len());
+        self.rejected.first.extend(other.rejected.first.into_iter().take(room));
+    }
 }
 
 impl Tally {
     fn add(&mut self, i: &Interaction) {
         let (user, item) = (i.user_id.as_str(), i.item_id.as_str());
+        let s = &mut self.summary;
         let seen = self.per_user.entry(fingerprint(user)).or_insert(0);
         if *seen == 0 {
-            self.max_user_chars = self.max_user_chars.max(user.chars().count() as u64);
+            s.max_user_chars = s.max_user_chars.max(user.chars().count() as u64);
         }
         *seen = seen.saturating_add(1);
         if self.items.insert(fingerprint(item)) {
-            self.max_item_chars = self.max_item_chars.max(item.chars().count() as u64);
+            s.max_item_chars = s.max_item_chars.max(item.chars().count() as u64);
         }
         let ts = i.timestamp.epoch_seconds();
-        self.min_ts = Some(self.min_ts.map_or(ts, |m| m.min(ts)));
-        self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
+        s.min_ts = Some(s.min_ts.map_or(ts, |m| m.min(ts)));
+        s.max_ts = Some(s.max_ts.map_or(ts, |m| m.max(ts)));
         if user.is_empty() || item.is_empty() || i.event_type.as_str().is_empty() {
-            self.empty_fields += 1;
+            s.empty_fields += 1;
         }
         if i.event_value.is_some() {
-            self.with_value += 1;
+            s.with_value += 1;
         }
         match self.event_types.get_mut(i.event_type.as_str()) {
             Some(n) => *n += 1,
@@ -320,6 +369,70 @@ impl Tally {
                 self.event_types.insert(i.event_type.as_str().to_owned(), 1);
             }
         }
+    }
+
+    fn reject(&mut self, key: String, reason: String) {
+        let rejected = &mut self.summary.rejected;
+        rejected.count += 1;
+        if rejected.first.len() < REJECTED_LISTED {
+            rejected.first.push(RejectedEntry { key, reason });
+        }
+    }
+
+    pub fn summary(&self) -> TallySummary {
+        let mut summary = self.summary.clone();
+        summary.event_types = self.event_types.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        summary
+    }
+
+    /// Folds another tally's ids in: counts per user add up, items are a union.
+    pub fn merge_ids(
+        &mut self,
+        users: impl IntoIterator<Item = (u64, u32)>,
+        items: impl IntoIterator<Item = u64>,
+    ) {
+        for (user, n) in users {
+            let seen = self.per_user.entry(user).or_insert(0);
+            *seen = seen.saturating_add(n);
+        }
+        self.items.extend(items);
+    }
+}
+
+/// The manifest of an export whose files are `files` and whose rows tallied as `tally`
+/// (with `summary` its figures: one tally's, or the sum of the parts').
+pub(crate) fn assemble_manifest(
+    plan: &ExportPlan,
+    files: Files,
+    summary: TallySummary,
+    tally: &Tally,
+) -> Manifest {
+    let Files { csv, parquet, delta } = files;
+    Manifest {
+        schema_version: MANIFEST_SCHEMA_VERSION,
+        run_id: plan.run_id.clone(),
+        created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        csv_header: CSV_HEADER_WITH_VALUE.iter().map(|s| (*s).to_owned()).collect(),
+        rows: csv.rows,
+        csv,
+        parquet,
+        delta: delta.map(|(file, new_rows)| DeltaSummary {
+            since: plan.delta_since.expect("a delta is written only with a since"),
+            overlap_from: plan.delta_since.expect("set") - plan.delta_overlap_secs,
+            new_rows,
+            file,
+        }),
+        distinct_users: tally.per_user.len() as u64,
+        distinct_items: tally.items.len() as u64,
+        users_with_two_or_more: tally.per_user.values().filter(|&&n| n >= 2).count() as u64,
+        min_timestamp: summary.min_ts,
+        max_timestamp: summary.max_ts,
+        max_user_id_chars: summary.max_user_chars,
+        max_item_id_chars: summary.max_item_chars,
+        rows_with_empty_fields: summary.empty_fields,
+        rows_with_event_value: summary.with_value,
+        event_types: summary.event_types,
+        rejected: summary.rejected,
     }
 }
 
@@ -336,15 +449,52 @@ pub async fn export<S>(
 where
     S: Stream<Item = Result<ScanPage, StoreError>> + Send,
 {
-    let mut writers = Writers::open(objects, plan).await?;
-    let result = writers.fill(pages, plan, progress).await;
-    match result {
-        Ok(tally) => writers.finish(objects, plan, tally).await,
+    let pages = pages.map(|page| page.map_err(ExportError::Scan));
+    let (files, tally) = write_files(pages, objects, plan, &plan.whole_files(), progress).await?;
+    let manifest = assemble_manifest(plan, files, tally.summary(), &tally);
+    objects.put(&plan.key(MANIFEST_FILE), &manifest.to_json()).await.map_err(ExportError::Upload)?;
+    if manifest.rejected.count > 0 {
+        tracing::warn!(
+            run_id = %plan.run_id,
+            rejected = manifest.rejected.count,
+            "stored records that no longer parse were left out; the manifest lists them"
+        );
+    }
+    Ok(manifest)
+}
+
+/// Streams `pages` into the files `keys` name and finishes them: either all of them
+/// are written, or none is left half-written (on an error every writer is aborted).
+pub(crate) async fn write_files<S>(
+    pages: S,
+    objects: &dyn ObjectStore,
+    plan: &ExportPlan,
+    keys: &FileKeys,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Files, Tally), ExportError>
+where
+    S: Stream<Item = Result<ScanPage, ExportError>> + Send,
+{
+    let mut writers = Writers::open(objects, keys).await?;
+    match writers.fill(pages, plan, progress).await {
+        Ok(tally) => Ok((writers.finish(plan).await?, tally)),
         Err(e) => {
             writers.abort_all().await;
             Err(e)
         }
     }
+}
+
+/// The files one export (or one part of it) wrote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Files {
+    pub csv: ExportedFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<ExportedFile>,
+    /// The delta file and its count of rows newer than the previous import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<(ExportedFile, u64)>,
 }
 
 struct Writers {
@@ -354,20 +504,20 @@ struct Writers {
 }
 
 impl Writers {
-    async fn open(objects: &dyn ObjectStore, plan: &ExportPlan) -> Result<Self, ExportError> {
-        let begin = |file: &'static str| {
-            let key = plan.key(file);
+    async fn open(objects: &dyn ObjectStore, keys: &FileKeys) -> Result<Self, ExportError> {
+        let begin = |key: &str| {
+            let key = key.to_owned();
             async move { objects.begin(&key).await.map_err(ExportError::Upload) }
         };
         let mut writers = Writers { csv: None, parquet: None, delta: None };
         let opened: Result<(), ExportError> = async {
-            writers.csv = Some(CsvSink::new(begin(CSV_FILE).await?).await?);
+            writers.csv = Some(CsvSink::new(begin(&keys.csv).await?).await?);
             #[cfg(feature = "parquet")]
             {
-                writers.parquet = Some(ParquetSink::new(begin(PARQUET_FILE).await?)?);
+                writers.parquet = Some(ParquetSink::new(begin(&keys.parquet).await?)?);
             }
-            if plan.delta_since.is_some() {
-                writers.delta = Some((CsvSink::new(begin(DELTA_FILE).await?).await?, 0));
+            if let Some(delta) = &keys.delta {
+                writers.delta = Some((CsvSink::new(begin(delta).await?).await?, 0));
             }
             Ok(())
         }
@@ -388,19 +538,16 @@ impl Writers {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Tally, ExportError>
     where
-        S: Stream<Item = Result<ScanPage, StoreError>> + Send,
+        S: Stream<Item = Result<ScanPage, ExportError>> + Send,
     {
         let (csv, mut parquet) = (self.csv.as_mut().expect("opened"), self.parquet.as_mut());
         let delta_from = plan.delta_since.map(|since| since - plan.delta_overlap_secs);
         let mut tally = Tally::default();
         let mut pages = std::pin::pin!(pages);
         while let Some(page) = pages.next().await {
-            let page = page.map_err(ExportError::Scan)?;
+            let page = page?;
             for rejected in page.rejected {
-                tally.rejected.count += 1;
-                if tally.rejected.first.len() < REJECTED_LISTED {
-                    tally.rejected.first.push(RejectedEntry { key: rejected.key, reason: rejected.reason });
-                }
+                tally.reject(rejected.key, rejected.reason);
             }
             for i in &page.interactions {
                 csv.push(i)?;
@@ -437,12 +584,7 @@ impl Writers {
         Ok(tally)
     }
 
-    async fn finish(
-        mut self,
-        objects: &dyn ObjectStore,
-        plan: &ExportPlan,
-        tally: Tally,
-    ) -> Result<Manifest, ExportError> {
+    async fn finish(mut self, plan: &ExportPlan) -> Result<Files, ExportError> {
         // First hand every byte to every writer, so that the likely failures (a write,
         // a part upload) happen while nothing is finished and everything can be aborted.
         let closed: Result<(), ExportError> = async {
@@ -477,9 +619,7 @@ impl Writers {
         let mut outs = outs.into_iter();
         while let Some((out, rows)) = outs.next() {
             match out.finish().await {
-                Ok(info) => {
-                    finished.push(ExportedFile { key: info.key, rows, size: info.size, sha256: info.sha256 })
-                }
+                Ok(info) => finished.push(ExportedFile::new(info.key, rows, info.size, info.sha256)),
                 Err(e) => {
                     for (rest, _) in outs {
                         let _ = rest.abort().await;
@@ -490,43 +630,9 @@ impl Writers {
             }
         }
         let delta = new_rows.map(|new_rows| (finished.pop().expect("the delta finished"), new_rows));
-        let parquet_file = with_parquet.then(|| finished.pop().expect("the Parquet file finished"));
-        let csv_file = finished.pop().expect("the CSV finished");
-        let manifest = Manifest {
-            schema_version: MANIFEST_SCHEMA_VERSION,
-            run_id: plan.run_id.clone(),
-            created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
-            csv_header: CSV_HEADER_WITH_VALUE.iter().map(|s| (*s).to_owned()).collect(),
-            rows: csv_file.rows,
-            csv: csv_file,
-            parquet: parquet_file,
-            delta: delta.map(|(file, new_rows)| DeltaSummary {
-                since: plan.delta_since.expect("a delta is written only with a since"),
-                overlap_from: plan.delta_since.expect("set") - plan.delta_overlap_secs,
-                new_rows,
-                file,
-            }),
-            distinct_users: tally.per_user.len() as u64,
-            distinct_items: tally.items.len() as u64,
-            users_with_two_or_more: tally.per_user.values().filter(|&&n| n >= 2).count() as u64,
-            min_timestamp: tally.min_ts,
-            max_timestamp: tally.max_ts,
-            max_user_id_chars: tally.max_user_chars,
-            max_item_id_chars: tally.max_item_chars,
-            rows_with_empty_fields: tally.empty_fields,
-            rows_with_event_value: tally.with_value,
-            event_types: tally.event_types.into_iter().collect::<BTreeMap<_, _>>(),
-            rejected: tally.rejected,
-        };
-        objects.put(&plan.key(MANIFEST_FILE), &manifest.to_json()).await.map_err(ExportError::Upload)?;
-        if manifest.rejected.count > 0 {
-            tracing::warn!(
-                run_id = %plan.run_id,
-                rejected = manifest.rejected.count,
-                "stored records that no longer parse were left out; the manifest lists them"
-            );
-        }
-        Ok(manifest)
+        let parquet = with_parquet.then(|| finished.pop().expect("the Parquet file finished"));
+        let csv = finished.pop().expect("the CSV finished");
+        Ok(Files { csv, parquet, delta })
     }
 
     async fn abort_all(&mut self) {

@@ -17,6 +17,7 @@ pub mod personalize;
 pub mod pipeline;
 pub mod run;
 pub mod runs;
+pub mod table_export;
 pub mod trainer;
 
 /// The IAM actions the Lambda's code needs, nothing more: the infra template grants

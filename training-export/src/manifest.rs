@@ -18,10 +18,44 @@ pub const MIN_USERS_WITH_TWO: u64 = 25;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportedFile {
+    /// The object, or for a file in parts the folder that holds them (ending in `/`:
+    /// Personalize imports every CSV under a folder).
     pub key: String,
     pub rows: u64,
     pub size: u64,
+    /// The object's SHA-256; for a file in parts, the SHA-256 of the parts' hex digests,
+    /// one per line in order.
     pub sha256: String,
+    /// The parts, in order, when the export was converted from a table export file by file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<ExportedFile>,
+}
+
+impl ExportedFile {
+    pub fn new(key: String, rows: u64, size: u64, sha256: String) -> Self {
+        Self { key, rows, size, sha256, parts: vec![] }
+    }
+
+    /// One file made of `parts` under the folder `folder`.
+    pub fn in_parts(folder: String, parts: Vec<ExportedFile>) -> Self {
+        let digests: String = parts.iter().map(|p| format!("{}\n", p.sha256)).collect();
+        Self {
+            key: folder,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            size: parts.iter().map(|p| p.size).sum(),
+            sha256: artifacts::sha256_hex(digests.as_bytes()),
+            parts,
+        }
+    }
+
+    /// The objects that hold the file's rows, in order: itself, or its parts.
+    pub fn objects(&self) -> Vec<&ExportedFile> {
+        match (self.parts.is_empty(), self.key.ends_with('/')) {
+            (true, false) => vec![self],
+            // An empty folder: a table export with no data files.
+            _ => self.parts.iter().collect(),
+        }
+    }
 }
 
 /// A stored record that did not parse, by key (the first few are listed).
@@ -157,7 +191,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn valid() -> Manifest {
-        let file = |key: &str, rows| ExportedFile { key: key.into(), rows, size: 10, sha256: "00".into() };
+        let file = |key: &str, rows| ExportedFile::new(key.into(), rows, 10, "00".into());
         Manifest {
             schema_version: MANIFEST_SCHEMA_VERSION,
             run_id: "r".into(),

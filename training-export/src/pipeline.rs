@@ -30,9 +30,11 @@ use crate::events::{PipelineEvent, PipelineEvents};
 use crate::export::{self, ExportError, ExportPlan};
 use crate::manifest::Manifest;
 use crate::run::{
-    Backend, DeployRecord, ExportRecord, FallbackRecord, GateRecord, Run, RunKind, RunState, Step, new_run_id,
+    Backend, DeployRecord, ExportRecord, FallbackRecord, GateRecord, Run, RunKind, RunState, Step,
+    TableExportRecord, new_run_id,
 };
 use crate::runs::{RunStore, RunStoreError};
+use crate::table_export::{self, TableExportError, TableExportStatus, TableExporter};
 use crate::trainer::ModelTrainer;
 
 /// How many past runs the decisions (import mode, weekly FULL, rollback) look at.
@@ -50,6 +52,9 @@ pub struct Settings {
     pub safety_margin: Duration,
     /// How long an invocation holds a run it is advancing (longer than a Lambda lives).
     pub lease: Duration,
+    /// Tables at least this big (as the table exporter reports them) are exported with
+    /// the service's own export instead of a scan; `None` always scans.
+    pub table_export_above_bytes: Option<u64>,
     /// Test hook (`TRAINING_EXPORT_CRASH_AFTER`): abort the process right after a run is
     /// saved in this state. Only in builds with the `test-hooks` feature.
     #[cfg(feature = "test-hooks")]
@@ -64,6 +69,7 @@ impl Default for Settings {
             quality_tolerance: 0.02,
             safety_margin: Duration::from_secs(60),
             lease: Duration::from_secs(16 * 60),
+            table_export_above_bytes: None,
             #[cfg(feature = "test-hooks")]
             crash_after: None,
         }
@@ -271,6 +277,12 @@ impl From<RunStoreError> for StepFailure {
     }
 }
 
+impl From<TableExportError> for StepFailure {
+    fn from(e: TableExportError) -> Self {
+        Self { message: e.message, retryable: e.retryable }
+    }
+}
+
 impl From<ExportError> for StepFailure {
     fn from(e: ExportError) -> Self {
         Self { retryable: e.is_retryable(), message: e.to_string() }
@@ -302,6 +314,19 @@ pub struct Pipeline {
     pub settings: Settings,
     /// Told the number of rows exported so far (the CLI's progress bar).
     pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// The table's own export, for tables above `settings.table_export_above_bytes`.
+    pub table_exporter: Option<Arc<dyn TableExporter>>,
+}
+
+/// The crash hook's name for "in the middle of converting a table export's data file".
+pub const CONVERTING: &str = "Converting";
+
+/// How the export step goes on.
+enum ExportStep {
+    /// A step of the table export was taken (or waits); the run says which.
+    TableExport(Progress),
+    /// Every part is converted and the manifest written.
+    Assembled(Box<Manifest>),
 }
 
 impl Pipeline {
@@ -491,6 +516,18 @@ impl Pipeline {
     #[cfg(not(feature = "test-hooks"))]
     fn crash_point(&self, _: &Run) {}
 
+    /// The crash hook at a point inside a step that has a name of its own.
+    #[cfg(feature = "test-hooks")]
+    fn crash_point_named(&self, run: &Run, point: &'static str) {
+        if self.settings.crash_after == Some(point) {
+            tracing::error!(run_id = %run.run_id, point, "TRAINING_EXPORT_CRASH_AFTER: aborting the process here");
+            std::process::abort();
+        }
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    fn crash_point_named(&self, _: &Run, _: &'static str) {}
+
     /// Enters a terminal state: announce first, so that a state is never terminal
     /// without its event (a failed publish leaves the run where it was, to retry).
     async fn finish(&self, run: &mut Run, state: RunState) -> Result<(), StepFailure> {
@@ -624,6 +661,12 @@ impl Pipeline {
                 tracing::info!(run_id = %run.run_id, "export already complete; resuming after it");
                 m
             }
+            _ if run.table_export.is_some() || self.table_export_wanted().await? => {
+                match self.table_export(run, &plan).await? {
+                    ExportStep::TableExport(progress) => return Ok(progress),
+                    ExportStep::Assembled(manifest) => *manifest,
+                }
+            }
             _ => {
                 let progress = self.progress.clone();
                 let report = move |rows: u64| {
@@ -650,6 +693,92 @@ impl Pipeline {
                     .await
             }
         }
+    }
+
+    /// Whether the table is big enough for its own export (only asked before a run's
+    /// export starts: once started, the run's record decides).
+    async fn table_export_wanted(&self) -> Result<bool, StepFailure> {
+        let (Some(exporter), Some(above)) = (&self.table_exporter, self.settings.table_export_above_bytes)
+        else {
+            return Ok(false);
+        };
+        if above == u64::MAX {
+            return Ok(false);
+        }
+        let size = exporter.table_size_bytes().await?;
+        tracing::info!(table_bytes = ?size, threshold = above, "export path chosen by table size");
+        Ok(size.map_or(above == 0, |bytes| bytes >= above))
+    }
+
+    /// One step of the table-export path: start the export; wait for it; convert its next
+    /// data file; or, with every file converted, assemble the manifest. Each step but the
+    /// last is saved before the next, which is what makes the conversion resumable.
+    async fn table_export(&self, run: &mut Run, plan: &ExportPlan) -> Result<ExportStep, StepFailure> {
+        let exporter = self.table_exporter.as_ref().ok_or_else(|| {
+            StepFailure::permanent(format!(
+                "run {} exports through a table export, which is not configured now",
+                run.run_id
+            ))
+        })?;
+        let Some(mut record) = run.table_export.clone() else {
+            let s3_prefix = format!("{}/dynamodb", plan.prefix);
+            // The run id is the client token: a retried start finds the same export.
+            let export_arn = exporter.start(&run.run_id, &s3_prefix).await?;
+            tracing::info!(run_id = %run.run_id, %export_arn, "table export started");
+            run.table_export = Some(TableExportRecord {
+                export_arn,
+                s3_prefix,
+                manifest_key: None,
+                data_files: None,
+                converted: 0,
+            });
+            return Ok(ExportStep::TableExport(Progress::Moved));
+        };
+        let Some(manifest_key) = record.manifest_key.clone() else {
+            return Ok(ExportStep::TableExport(match exporter.status(&record.export_arn).await? {
+                TableExportStatus::InProgress(what) => Progress::Wait(what),
+                TableExportStatus::Failed(reason) => {
+                    self.finished(run, RunState::Failed { step: Step::Export, reason }).await?
+                }
+                TableExportStatus::Completed { manifest_key } => {
+                    let files = table_export::data_files(self.objects.as_ref(), &manifest_key).await?;
+                    let count = u32::try_from(files.len()).map_err(|_| {
+                        StepFailure::permanent(format!("{} data files are too many", files.len()))
+                    })?;
+                    tracing::info!(run_id = %run.run_id, data_files = count, "table export completed");
+                    record.manifest_key = Some(manifest_key);
+                    record.data_files = Some(count);
+                    run.table_export = Some(record);
+                    Progress::Moved
+                }
+            }));
+        };
+        let total = record.data_files.unwrap_or(0);
+        if record.converted < total {
+            let files = table_export::data_files(self.objects.as_ref(), &manifest_key).await?;
+            let index = record.converted;
+            let file = files.get(index as usize).ok_or_else(|| {
+                StepFailure::permanent(format!(
+                    "{manifest_key} lists {} data files, not {total}",
+                    files.len()
+                ))
+            })?;
+            let started = Instant::now();
+            let rows = export::convert::convert_file(self.objects.as_ref(), plan, index, file, &|| {
+                self.crash_point_named(run, CONVERTING)
+            })
+            .await?;
+            tracing::info!(
+                run_id = %run.run_id, file = index + 1, of = total, rows,
+                seconds = started.elapsed().as_secs_f64(), "table export file converted"
+            );
+            record.converted += 1;
+            run.table_export = Some(record);
+            return Ok(ExportStep::TableExport(Progress::Moved));
+        }
+        Ok(ExportStep::Assembled(Box::new(
+            export::convert::assemble(self.objects.as_ref(), plan, total).await?,
+        )))
     }
 
     /// Trains the embedded model on this run's export and publishes it for the API's

@@ -214,7 +214,32 @@ pub struct Run {
     /// is recorded and the run goes on, since Personalize is what users are served.
     #[serde(default)]
     pub fallback_model: Option<FallbackRecord>,
+    /// When the table was too big to scan in one invocation: DynamoDB's own export of it
+    /// and how far its conversion got (the checkpoint of the export step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_export: Option<TableExportRecord>,
     pub history: Vec<Transition>,
+}
+
+/// A DynamoDB table export (`ExportTableToPointInTime`) and its conversion, file by file,
+/// into the run's CSV and Parquet parts. Saved after every file converted, so an
+/// invocation that stops (its deadline, a crash) costs at most the file it was on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableExportRecord {
+    pub export_arn: String,
+    /// Where DynamoDB writes it, under the run's export prefix.
+    pub s3_prefix: String,
+    /// `manifest-summary.json`, once the export completed.
+    #[serde(default)]
+    pub manifest_key: Option<String>,
+    /// How many data files it has (known once it completed).
+    #[serde(default)]
+    pub data_files: Option<u32>,
+    /// Data files converted so far, in `manifest-files.json` order: the next one to
+    /// convert is this index.
+    #[serde(default)]
+    pub converted: u32,
 }
 
 /// What became of a run's fallback-model refresh.
@@ -278,6 +303,7 @@ impl Run {
             deploy: None,
             last_error: None,
             fallback_model: None,
+            table_export: None,
             lease_until: None,
         }
     }

@@ -216,6 +216,7 @@ async fn an_export_run_through_dynamodb_s3_and_eventbridge() {
     let bus = testkit::unique_name("bus");
     eventbridge.create_event_bus().name(&bus).send().await.expect("create bus on moto");
     let pipeline = Pipeline {
+        table_exporter: None,
         interactions: Arc::new(interactions),
         objects: Arc::new(objects.clone()),
         runs: Arc::new(DynamoRunStore::new(dynamo, runs_table)),
@@ -246,6 +247,7 @@ async fn without_personalize_the_embedded_model_is_published_in_the_bucket() {
     let interactions = store::embedded::EmbeddedStore::open_in(dir.path()).unwrap();
     store::demo::seed_if_empty(&interactions).unwrap();
     let pipeline = Pipeline {
+        table_exporter: None,
         interactions: Arc::new(interactions),
         objects: objects.clone(),
         runs: Arc::new(training_export::runs::EmbeddedRunStore::open(&dir.path().join("store.db")).unwrap()),

@@ -360,6 +360,7 @@ fn world_with_data(seed: bool, setup: impl FnOnce(&mut Fake)) -> World {
     });
     let objects: Arc<dyn artifacts::ObjectStore> = Arc::new(DirectoryStore::new(dir.path().join("objects")));
     let pipeline = Pipeline {
+        table_exporter: None,
         interactions: Arc::new(interactions),
         objects: objects.clone(),
         runs: runs.clone(),

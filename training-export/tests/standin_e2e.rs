@@ -253,6 +253,7 @@ async fn a_nightly_run_against_moto_and_the_personalize_standin() {
     let runs = Arc::new(DynamoRunStore::new(dynamo.clone(), runs_table));
     let objects: Arc<dyn artifacts::ObjectStore> = Arc::new(objects);
     let pipeline = Pipeline {
+        table_exporter: None,
         interactions: Arc::new(interactions),
         objects: objects.clone(),
         runs: runs.clone(),

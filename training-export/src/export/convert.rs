@@ -1,0 +1,336 @@
+//! The second export path: a DynamoDB table export (gzipped DynamoDB JSON data files,
+//! see [`crate::table_export`]) converted file by file into the run's export, one part
+//! per data file:
+//!
+//! ```text
+//! exports/<run>/csv/part-00000.csv        ← Personalize imports the folder exports/<run>/csv/
+//! exports/<run>/parquet/part-00000.parquet
+//! exports/<run>/delta/part-00000.csv      (when a previous import exists)
+//! exports/<run>/parts/part-00000.json     what the part holds (files, figures) ...
+//! exports/<run>/parts/part-00000.ids      ... and its per-user counts and items (binary)
+//! exports/<run>/manifest.json             last, from every part's record
+//! ```
+//!
+//! Each row goes through the same decoding ([`store::item::decode`]), the same writers and
+//! the same tally as the scan path, so both paths keep, reject and count the same rows.
+//! A part's names follow from its data file's index, and every object appears whole or
+//! not at all, so converting a file again (after a crash in the middle of it) replaces
+//! its part: no duplicate, no partial part is ever visible. The part's record is written
+//! after its files; the run's checkpoint after the record.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::BufRead;
+
+use artifacts::ObjectStore;
+use futures::stream;
+use serde::{Deserialize, Serialize};
+use store::item::{self, Attribute};
+use store::{RejectedRecord, ScanPage};
+
+use super::{
+    ExportError, ExportPlan, FileKeys, Files, MANIFEST_FILE, Tally, TallySummary, assemble_manifest,
+};
+use crate::manifest::{ExportedFile, Manifest};
+use crate::table_export::DataFile;
+
+/// Interactions handed from the decoding thread to the writers at a time.
+const PAGE_ROWS: usize = 1_000;
+
+fn part_key(plan: &ExportPlan, folder: &str, index: u32, extension: &str) -> String {
+    format!("{}/{folder}/part-{index:05}.{extension}", plan.prefix)
+}
+
+fn part_files(plan: &ExportPlan, index: u32) -> FileKeys {
+    FileKeys {
+        csv: part_key(plan, "csv", index, "csv"),
+        parquet: part_key(plan, "parquet", index, "parquet"),
+        delta: plan.delta_since.map(|_| part_key(plan, "delta", index, "csv")),
+    }
+}
+
+/// What a converted part holds, written after its files.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PartRecord {
+    data_file: String,
+    files: Files,
+    summary: TallySummary,
+}
+
+/// Converts the data file `data_file` (the `index`th of the export) into its part and
+/// returns the rows it wrote. `mid_file` is called once the part's files are written and
+/// before its record is (the crash hook of the tests).
+pub async fn convert_file(
+    objects: &dyn ObjectStore,
+    plan: &ExportPlan,
+    index: u32,
+    data_file: &DataFile,
+    mid_file: &(dyn Fn() + Sync),
+) -> Result<u64, ExportError> {
+    let key = data_file.data_file_s3_key.clone();
+    let compressed = objects
+        .get(&key)
+        .await
+        .map_err(ExportError::Upload)?
+        .ok_or_else(|| ExportError::Input { key: key.clone(), message: "the data file is missing".into() })?;
+    // Decompressing and parsing is CPU work: a blocking thread does it while this task
+    // writes, with at most a few pages between them.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let decoding_key = key.clone();
+    let decoder = tokio::task::spawn_blocking(move || {
+        decode(&compressed, &decoding_key, &mut |page| tx.blocking_send(Ok(page)).is_ok())
+    });
+    let pages = stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let written = super::write_files(pages, objects, plan, &part_files(plan, index), &|_| {}).await;
+    let decoded =
+        decoder.await.map_err(|e| ExportError::Input { key: key.clone(), message: e.to_string() })?;
+    let (files, tally) = match (written, decoded) {
+        (Ok(written), Ok(())) => written,
+        (Err(e), _) => return Err(e),
+        // The writers finished on a stream that ended early: the part is not whole, and the
+        // run fails here before its record is written (a redo would fail the same way).
+        (Ok(_), Err(e)) => return Err(e),
+    };
+    mid_file();
+    let rows = files.csv.rows;
+    let record = PartRecord { data_file: key, files, summary: tally.summary() };
+    let json = serde_json::to_vec(&record).expect("a part record serializes");
+    objects
+        .put(&part_key(plan, "parts", index, "ids"), &encode_ids(&tally))
+        .await
+        .map_err(ExportError::Upload)?;
+    objects.put(&part_key(plan, "parts", index, "json"), &json).await.map_err(ExportError::Upload)?;
+    Ok(rows)
+}
+
+/// Writes `manifest.json` for the `parts` converted parts, from their records: the same
+/// fields as a one-pass export's, the files listing their parts.
+pub async fn assemble(
+    objects: &dyn ObjectStore,
+    plan: &ExportPlan,
+    parts: u32,
+) -> Result<Manifest, ExportError> {
+    let mut tally = Tally::default();
+    let mut summary = TallySummary::default();
+    let (mut csv, mut parquet, mut delta) = (Vec::new(), Vec::new(), Vec::new());
+    let mut new_rows = 0;
+    for index in 0..parts {
+        let read = |key: String| async move {
+            objects
+                .get(&key)
+                .await
+                .map_err(ExportError::Upload)?
+                .ok_or_else(|| ExportError::Input { key, message: "the part's record is missing".into() })
+        };
+        let record_key = part_key(plan, "parts", index, "json");
+        let record: PartRecord = serde_json::from_slice(&read(record_key.clone()).await?)
+            .map_err(|e| ExportError::Input { key: record_key, message: e.to_string() })?;
+        let ids_key = part_key(plan, "parts", index, "ids");
+        let (users, items) = decode_ids(&read(ids_key.clone()).await?)
+            .ok_or_else(|| ExportError::Input { key: ids_key, message: "not a part's id counts".into() })?;
+        tally.merge_ids(users, items);
+        summary.merge(record.summary);
+        csv.push(record.files.csv);
+        parquet.extend(record.files.parquet);
+        if let Some((file, n)) = record.files.delta {
+            delta.push(file);
+            new_rows += n;
+        }
+    }
+    let folder = |name: &str| format!("{}/{name}/", plan.prefix);
+    // A build without Parquet writes no Parquet parts; a mix cannot happen within a run
+    // unless builds changed mid-run, and then the Parquet copy is left out.
+    let parquet = (parquet.len() == csv.len() && !csv.is_empty())
+        .then(|| ExportedFile::in_parts(folder("parquet"), parquet));
+    let delta = plan.delta_since.map(|_| (ExportedFile::in_parts(folder("delta"), delta), new_rows));
+    let files = Files { csv: ExportedFile::in_parts(folder("csv"), csv), parquet, delta };
+    let manifest = assemble_manifest(plan, files, summary, &tally);
+    objects.put(&plan.key(MANIFEST_FILE), &manifest.to_json()).await.map_err(ExportError::Upload)?;
+    Ok(manifest)
+}
+
+/// One line of a DynamoDB JSON export: `{"Item": {...}}` (full export), or
+/// `{"Keys": ..., "NewImage": {...}}` (incremental).
+#[derive(Deserialize)]
+struct ExportLine<'a> {
+    #[serde(rename = "Item", borrow, default)]
+    item: Option<HashMap<Cow<'a, str>, JsonAttribute<'a>>>,
+    #[serde(rename = "NewImage", borrow, default)]
+    new_image: Option<HashMap<Cow<'a, str>, JsonAttribute<'a>>>,
+}
+
+/// An attribute value in DynamoDB JSON. Types the rules do not read (`L`, `M`, `B`, `BOOL`,
+/// sets) leave every field empty and read as "something else".
+#[derive(Deserialize)]
+struct JsonAttribute<'a> {
+    #[serde(rename = "S", borrow, default)]
+    s: Option<Cow<'a, str>>,
+    #[serde(rename = "N", borrow, default)]
+    n: Option<Cow<'a, str>>,
+    #[serde(rename = "NULL", default)]
+    null: Option<bool>,
+}
+
+impl JsonAttribute<'_> {
+    fn view(&self) -> Attribute<'_> {
+        match (&self.s, &self.n, self.null) {
+            (Some(s), _, _) => Attribute::S(s),
+            (None, Some(n), _) => Attribute::N(n),
+            (None, None, Some(true)) => Attribute::Null,
+            _ => Attribute::Other,
+        }
+    }
+}
+
+/// Decompresses and decodes one data file, handing pages to `send` (which says whether
+/// to go on). A line that is not an item is rejected by its position, as a stored record
+/// that does not parse is by its key; a file that is not gzip fails the conversion.
+fn decode(compressed: &[u8], key: &str, send: &mut dyn FnMut(ScanPage) -> bool) -> Result<(), ExportError> {
+    let mut lines = std::io::BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(compressed));
+    let mut page = ScanPage::default();
+    let mut line = String::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let read = lines.read_line(&mut line).map_err(|e| ExportError::Input {
+            key: key.to_owned(),
+            message: format!("after line {number}: {e}"),
+        })?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reject = |reason: String| RejectedRecord { key: format!("{key}:{number}"), reason };
+        match serde_json::from_str::<ExportLine>(&line) {
+            Ok(ExportLine { item: Some(attrs), .. } | ExportLine { new_image: Some(attrs), .. }) => {
+                let get = |name: &str| attrs.get(name).map(JsonAttribute::view);
+                match item::decode(get) {
+                    Ok(interaction) => page.interactions.push(interaction),
+                    Err(reason) => page.rejected.push(RejectedRecord { key: item::key_of(get), reason }),
+                }
+            }
+            Ok(_) => page.rejected.push(reject("the line has no Item".into())),
+            Err(e) => page.rejected.push(reject(format!("not DynamoDB JSON: {e}"))),
+        }
+        if page.interactions.len() + page.rejected.len() >= PAGE_ROWS && !send(std::mem::take(&mut page)) {
+            return Ok(());
+        }
+    }
+    if !page.interactions.is_empty() || !page.rejected.is_empty() {
+        send(page);
+    }
+    Ok(())
+}
+
+const IDS_MAGIC: &[u8; 8] = b"TXIDS01\n";
+
+/// A part's per-user counts and items: their 64-bit fingerprints, little-endian.
+fn encode_ids(tally: &Tally) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + tally.per_user.len() * 12 + tally.items.len() * 8);
+    out.extend_from_slice(IDS_MAGIC);
+    out.extend_from_slice(&(tally.per_user.len() as u64).to_le_bytes());
+    for (user, n) in &tally.per_user {
+        out.extend_from_slice(&user.to_le_bytes());
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.extend_from_slice(&(tally.items.len() as u64).to_le_bytes());
+    for item in &tally.items {
+        out.extend_from_slice(&item.to_le_bytes());
+    }
+    out
+}
+
+type Ids = (Vec<(u64, u32)>, Vec<u64>);
+
+fn decode_ids(bytes: &[u8]) -> Option<Ids> {
+    let mut rest = bytes.strip_prefix(IDS_MAGIC.as_slice())?;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = rest.split_at_checked(n)?;
+        rest = tail;
+        Some(head)
+    };
+    let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("eight bytes"));
+    let users = u64_of(take(8)?) as usize;
+    let mut per_user = Vec::with_capacity(users.min(bytes.len() / 12));
+    for _ in 0..users {
+        let user = u64_of(take(8)?);
+        let n = u32::from_le_bytes(take(4)?.try_into().expect("four bytes"));
+        per_user.push((user, n));
+    }
+    let items = u64_of(take(8)?) as usize;
+    let mut item_ids = Vec::with_capacity(items.min(bytes.len() / 8));
+    for _ in 0..items {
+        item_ids.push(u64_of(take(8)?));
+    }
+    take(1).is_none().then_some((per_user, item_ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gz(text: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn decoded(text: &str) -> ScanPage {
+        let mut all = ScanPage::default();
+        decode(&gz(text), "d.json.gz", &mut |p| {
+            all.interactions.extend(p.interactions);
+            all.rejected.extend(p.rejected);
+            true
+        })
+        .unwrap();
+        all
+    }
+
+    const GOOD: &str = r#"{"Item":{"userId":{"S":"s-1"},"eventId":{"S":"e-1"},"itemId":{"S":"cs-101"},"timestamp":{"N":"1767225600"},"eventType":{"S":"enrolled"},"eventValue":{"N":"2.5"}}}"#;
+
+    #[test]
+    fn items_decode_by_the_store_rules_and_bad_lines_are_rejected_by_position() {
+        let text = format!(
+            "{GOOD}\n\n{}\n{}\nnot json\n{}\n",
+            r#"{"Item":{"userId":{"S":"s-2"},"eventId":{"S":"e-2"},"itemId":{"S":"x"},"timestamp":{"N":"1767225600000"},"eventType":{"S":"enrolled"}}}"#,
+            r#"{"Keys":{"userId":{"S":"s-3"}}}"#,
+            r#"{"Item":{"userId":{"S":"s-4"},"eventId":{"S":"e-4"},"itemId":{"L":[]},"timestamp":{"N":"1767225600"},"eventType":{"S":"enrolled"}}}"#,
+        );
+        let page = decoded(&text);
+        assert_eq!(page.interactions.len(), 1);
+        assert_eq!(page.interactions[0].event_value, Some(2.5));
+        let reasons: Vec<_> = page.rejected.iter().map(|r| (r.key.as_str(), r.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert_eq!(reasons[0].0, "s-2/e-2");
+        assert!(reasons[0].1.contains("timestamp"), "{reasons:?}");
+        assert_eq!(reasons[1], ("d.json.gz:4", "the line has no Item"));
+        assert_eq!(reasons[2].0, "d.json.gz:5");
+        assert!(reasons[2].1.starts_with("not DynamoDB JSON"), "{reasons:?}");
+        assert_eq!(reasons[3], ("s-4/e-4", "itemId is not a string"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_gzip_fails_with_its_key() {
+        let err = decode(b"plain text", "exports/r/d.json.gz", &mut |_| true).unwrap_err();
+        assert!(err.to_string().contains("exports/r/d.json.gz"), "{err}");
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn id_counts_round_trip_and_truncation_is_refused() {
+        let mut tally = Tally::default();
+        tally.merge_ids([(7, 2), (9, 1)], [3, 4, 5]);
+        let bytes = encode_ids(&tally);
+        let (mut users, mut items) = decode_ids(&bytes).unwrap();
+        users.sort();
+        items.sort();
+        assert_eq!((users, items), (vec![(7, 2), (9, 1)], vec![3, 4, 5]));
+        assert!(decode_ids(&bytes[..bytes.len() - 1]).is_none());
+        assert!(decode_ids(&[bytes.as_slice(), b"x"].concat()).is_none());
+    }
+}
