@@ -33,6 +33,17 @@ pub enum PipelineRequest {
         #[serde(default = "manual")]
         trigger: String,
     },
+    /// End the active run `Failed` now, whatever it is doing (a stuck export, a job that
+    /// is no longer wanted). With `runId`, only if that is the active run.
+    Cancel {
+        #[serde(default = "manual")]
+        trigger: String,
+        #[serde(default, rename = "runId", skip_serializing_if = "Option::is_none")]
+        run_id: Option<String>,
+        /// Why, recorded in the run's reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 fn manual() -> String {
@@ -81,6 +92,19 @@ mod tests {
             parse(r#"{"action":"rollback"}"#).unwrap(),
             PipelineRequest::Rollback { trigger: "manual".into() }
         );
+        assert_eq!(
+            parse(r#"{"action":"cancel"}"#).unwrap(),
+            PipelineRequest::Cancel { trigger: "manual".into(), run_id: None, reason: None }
+        );
+        assert_eq!(
+            parse(r#"{"action":"cancel","runId":"r-1","reason":"export stuck"}"#).unwrap(),
+            PipelineRequest::Cancel {
+                trigger: "manual".into(),
+                run_id: Some("r-1".into()),
+                reason: Some("export stuck".into())
+            }
+        );
+        assert!(parse(r#"{"action":"cancel","run":"r-1"}"#).is_err(), "unknown fields are refused");
     }
 
     #[test]
@@ -92,6 +116,12 @@ mod tests {
             PipelineRequest::Advance {},
             PipelineRequest::Status {},
             PipelineRequest::Rollback { trigger: "manual".into() },
+            PipelineRequest::Cancel {
+                trigger: "cli".into(),
+                run_id: Some("20261203T020000Z-ab12".into()),
+                reason: Some("stuck".into()),
+            },
+            PipelineRequest::Cancel { trigger: "manual".into(), run_id: None, reason: None },
         ] {
             assert_eq!(parse(&request.to_json()).unwrap(), request);
         }

@@ -46,6 +46,15 @@ pub struct Config {
     /// scans unless this is set.
     #[arg(long, env = "TABLE_EXPORT_ABOVE_BYTES", value_parser = parse_threshold)]
     pub table_export_above_bytes: Option<u64>,
+    /// Invocations a step may take without moving the run on (a retryable failure, a
+    /// timeout, a crash) before the run ends `Failed` and the invocation reports an error.
+    #[arg(long, env = "STEP_MAX_ATTEMPTS", default_value_t = crate::pipeline::DEFAULT_MAX_ATTEMPTS,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub step_max_attempts: u32,
+    /// A run older than this many hours ends `Failed` at its next invocation.
+    #[arg(long, env = "RUN_MAX_AGE_HOURS", default_value_t = crate::pipeline::DEFAULT_MAX_RUN_AGE_HOURS,
+          value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
+    pub run_max_age_hours: u64,
     /// S3 multipart part size in MiB (5 to 512): memory per file being uploaded.
     #[arg(long, env = "PART_SIZE_MIB", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(5..=512))]
@@ -220,6 +229,8 @@ impl Config {
             table_export_above_bytes: self
                 .table_export_above_bytes
                 .or(self.interactions_table.is_some().then_some(DEFAULT_TABLE_EXPORT_ABOVE_BYTES)),
+            max_attempts: self.step_max_attempts,
+            max_run_age: Duration::from_secs(self.run_max_age_hours * 3600),
             #[cfg(feature = "test-hooks")]
             crash_after: self.crash_after,
             ..Settings::default()

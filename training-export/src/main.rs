@@ -33,6 +33,15 @@ enum Command {
     Status,
     /// Put back the version that was live before the last deploy.
     Rollback,
+    /// End the active run `Failed` now (a stuck run, a run no longer wanted).
+    Cancel {
+        /// Only if this is the active run's id.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Why, recorded in the run.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 fn init_logs() {
@@ -63,6 +72,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Advance => Request::Advance {},
         Command::Status => Request::Status {},
         Command::Rollback => Request::Rollback { trigger: "cli".into() },
+        Command::Cancel { run_id, reason } => Request::Cancel { trigger: "cli".into(), run_id, reason },
     };
     let mut pipeline = app::build(&cli.config, false).await?;
     let bar = progress_bar();

@@ -40,6 +40,12 @@ use crate::trainer::ModelTrainer;
 /// How many past runs the decisions (import mode, weekly FULL, rollback) look at.
 const HISTORY: usize = 60;
 
+/// Five invocations without progress: at the 10-minute tick, under an hour of retrying.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Two days: longer than Personalize's longest FULL training we plan for (hours), short
+/// enough that a stuck run costs at most one missed nightly run after the first.
+pub const DEFAULT_MAX_RUN_AGE_HOURS: u64 = 48;
+
 /// Tunables, from the environment (see `config`).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -55,6 +61,12 @@ pub struct Settings {
     /// Tables at least this big (as the table exporter reports them) are exported with
     /// the service's own export instead of a scan; `None` always scans.
     pub table_export_above_bytes: Option<u64>,
+    /// Invocations a step may take without moving the run on before the run ends
+    /// `Failed` (`STEP_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    /// A run older than this ends `Failed` at its next invocation (`RUN_MAX_AGE_HOURS`),
+    /// whatever it waits for, so that no run holds off the nightly runs for ever.
+    pub max_run_age: Duration,
     /// Test hook (`TRAINING_EXPORT_CRASH_AFTER`): abort the process right after a run is
     /// saved in this state. Only in builds with the `test-hooks` feature.
     #[cfg(feature = "test-hooks")]
@@ -70,6 +82,8 @@ impl Default for Settings {
             safety_margin: Duration::from_secs(60),
             lease: Duration::from_secs(16 * 60),
             table_export_above_bytes: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_run_age: Duration::from_secs(DEFAULT_MAX_RUN_AGE_HOURS * 3600),
             #[cfg(feature = "test-hooks")]
             crash_after: None,
         }
@@ -145,6 +159,8 @@ pub enum Outcome {
     Refused,
     /// The latest runs, as asked.
     Status,
+    /// The active run was ended `Failed` on request.
+    Cancelled,
 }
 
 /// What an invocation did.
@@ -202,6 +218,7 @@ impl Response {
     pub fn exit_code(&self) -> u8 {
         match (self.outcome, self.run.as_ref().map(|r| r.status)) {
             (Outcome::Refused, _) => 2,
+            (Outcome::Cancelled, _) => 0,
             (_, Some("Failed" | "Rejected")) => 1,
             _ => 0,
         }
@@ -214,13 +231,21 @@ pub enum PipelineError {
     Runs(#[from] RunStoreError),
     #[error("nothing to roll back: no deployed run records a previous version")]
     NothingToRollBack,
+    /// The run was ended `Failed` by its attempt or age limit. An error, not an answer,
+    /// so that the invocation fails and CloudWatch's `Errors` alarm sees it.
+    #[error("run {run_id} gave up at {step}: {reason}")]
+    RunGaveUp { run_id: String, step: Step, reason: String },
+    #[error("run {run_id} is not the active run (the active run is {active})")]
+    NotActive { run_id: String, active: String },
 }
 
 impl PipelineError {
     pub fn is_retryable(&self) -> bool {
         match self {
             PipelineError::Runs(e) => e.is_retryable(),
-            PipelineError::NothingToRollBack => false,
+            PipelineError::NothingToRollBack
+            | PipelineError::RunGaveUp { .. }
+            | PipelineError::NotActive { .. } => false,
         }
     }
 
@@ -229,6 +254,8 @@ impl PipelineError {
         match self {
             PipelineError::Runs(_) => "RunStore",
             PipelineError::NothingToRollBack => "NothingToRollBack",
+            PipelineError::RunGaveUp { .. } => "RunGaveUp",
+            PipelineError::NotActive { .. } => "NotActive",
         }
     }
 }
@@ -340,6 +367,7 @@ impl Pipeline {
             }
             Request::Export { trigger } => self.start(RunKind::ExportOnly, &trigger, deadline).await,
             Request::Rollback { trigger } => self.rollback(&trigger, deadline).await,
+            Request::Cancel { trigger, run_id, reason } => self.cancel(&trigger, run_id, reason).await,
             Request::Advance {} => match self.runs.active().await? {
                 Some(run) => Ok(Response::advanced(&self.advance(run, deadline).await?)),
                 None => Ok(Response::idle()),
@@ -365,6 +393,7 @@ impl Pipeline {
         trigger: &str,
         deadline: Deadline,
     ) -> Result<Response, PipelineError> {
+        self.end_expired_active_run().await?;
         let history = self.runs.recent(HISTORY).await?;
         let mut run = self.new_run(kind, trigger, RunState::Exporting);
         // The previous import's newest row: the delta file starts after it. (Only a
@@ -422,6 +451,10 @@ impl Pipeline {
             tracing::info!(run_id = %run.run_id, lease_until = until, "another invocation is advancing this run");
             return Ok(run);
         }
+        if let Some(reason) = self.limit_reached(&run, now()) {
+            return self.give_up(run, reason).await;
+        }
+        run.attempts += 1;
         run.lease_until = Some(now() + self.settings.lease.as_secs() as i64);
         match self.runs.save(&mut run).await {
             Ok(()) => {}
@@ -431,7 +464,10 @@ impl Pipeline {
             }
             Err(e) => return Err(e.into()),
         }
-        let (mut run, still_ours) = self.advance_holding_lease(run, deadline).await?;
+        let (mut run, still_ours, gave_up) = self.advance_holding_lease(run, deadline).await?;
+        if let Some(reason) = gave_up {
+            return self.give_up(run, reason).await;
+        }
         if !still_ours {
             return Ok(run);
         }
@@ -442,12 +478,13 @@ impl Pipeline {
         }
     }
 
-    /// Returns the run and whether this invocation still holds it.
+    /// Returns the run, whether this invocation still holds it, and why to give it up
+    /// when its last retryable failure spent its attempts.
     async fn advance_holding_lease(
         &self,
         mut run: Run,
         deadline: Deadline,
-    ) -> Result<(Run, bool), PipelineError> {
+    ) -> Result<(Run, bool, Option<String>), PipelineError> {
         while run.is_active() {
             if deadline.too_close(self.settings.safety_margin) {
                 tracing::info!(run_id = %run.run_id, state = run.state.name(), "deadline near; next invocation continues");
@@ -456,26 +493,34 @@ impl Pipeline {
             let before = run.state.name();
             match self.step(&mut run).await {
                 Ok(Progress::Moved) => {
+                    run.attempts = 0;
                     match self.runs.save(&mut run).await {
                         Ok(()) => self.crash_point(&run),
                         Err(RunStoreError::Conflict { .. }) => {
                             tracing::warn!(run_id = %run.run_id, "another invocation advanced this run; stopping");
-                            return Ok((self.runs.get(&run.run_id).await?.unwrap_or(run), false));
+                            return Ok((self.runs.get(&run.run_id).await?.unwrap_or(run), false, None));
                         }
                         Err(e) => return Err(e.into()),
                     }
                     tracing::info!(run_id = %run.run_id, from = before, to = run.state.name(), "run advanced");
                 }
                 Ok(Progress::Wait(why)) => {
+                    // Waiting for a job that is still running is progress: it can take hours.
+                    run.attempts = 0;
                     tracing::info!(run_id = %run.run_id, state = run.state.name(), waiting_for = %why, "waiting");
                     break;
                 }
                 Err(failure) if failure.retryable => {
                     tracing::warn!(
                         run_id = %run.run_id, state = run.state.name(), step = %failed_step(&run),
-                        error = %failure.message, "retryable failure; the next invocation tries again"
+                        error = %failure.message, attempts = run.attempts, max_attempts = self.settings.max_attempts,
+                        "retryable failure; the next invocation tries again"
                     );
                     run.last_error = Some(failure.message);
+                    if run.attempts >= self.settings.max_attempts {
+                        let reason = self.attempts_spent(&run);
+                        return Ok((run, true, Some(reason)));
+                    }
                     match self.runs.save(&mut run).await {
                         Ok(()) | Err(RunStoreError::Conflict { .. }) => {}
                         Err(e) => return Err(e.into()),
@@ -496,7 +541,115 @@ impl Pipeline {
                 }
             }
         }
-        Ok((run, true))
+        Ok((run, true, None))
+    }
+
+    /// A new run is refused while another is active; an active run past its age or attempt
+    /// limit is ended first (announced, so the alarm still fires), so that a stuck run never
+    /// holds off the nightly run.
+    async fn end_expired_active_run(&self) -> Result<(), PipelineError> {
+        let Some(mut active) = self.runs.active().await? else { return Ok(()) };
+        if active.lease_until.is_some_and(|until| until > now()) {
+            return Ok(());
+        }
+        if let Some(reason) = self.limit_reached(&active, now()) {
+            let step = failed_step(&active);
+            tracing::error!(run_id = %active.run_id, %step, %reason, "giving up on the run before starting a new one");
+            self.end_failed(&mut active, step, reason).await?;
+        }
+        Ok(())
+    }
+
+    /// Why `run` must end now, if it must: too old, or out of attempts at its step.
+    fn limit_reached(&self, run: &Run, now: i64) -> Option<String> {
+        let age = now.saturating_sub(run.created_at);
+        let limit = self.settings.max_run_age.as_secs() as i64;
+        if age > limit {
+            return Some(format!(
+                "the run is {:.1} h old, over the age limit of {:.1} h (RUN_MAX_AGE_HOURS); it was {}",
+                age as f64 / 3600.0,
+                limit as f64 / 3600.0,
+                run.state.name()
+            ));
+        }
+        (run.attempts >= self.settings.max_attempts).then(|| self.attempts_spent(run))
+    }
+
+    fn attempts_spent(&self, run: &Run) -> String {
+        let last = match &run.last_error {
+            Some(e) => format!("last error: {e}"),
+            None => "no error was recorded: each invocation ended before the step did (a timeout or a crash)"
+                .into(),
+        };
+        format!(
+            "{} invocations at {} without progress (STEP_MAX_ATTEMPTS={}); {last}",
+            run.attempts,
+            run.state.name(),
+            self.settings.max_attempts
+        )
+    }
+
+    /// Ends `run` `Failed` with `reason` (announced like every failure) and reports it as
+    /// the invocation's error.
+    async fn give_up(&self, mut run: Run, reason: String) -> Result<Run, PipelineError> {
+        let step = failed_step(&run);
+        tracing::error!(run_id = %run.run_id, %step, %reason, "giving up on the run");
+        self.end_failed(&mut run, step, reason.clone()).await?;
+        Err(PipelineError::RunGaveUp { run_id: run.run_id, step, reason })
+    }
+
+    /// Saves `run` as `Failed` at `step`, announced first, releasing its lease. Another
+    /// invocation saving meanwhile (a conflict) makes it read the run again and retry, unless
+    /// that one ended it already.
+    async fn end_failed(&self, run: &mut Run, step: Step, reason: String) -> Result<(), PipelineError> {
+        for _ in 0..3 {
+            let state = RunState::Failed { step, reason: reason.clone() };
+            if let Err(e) = self.finish(run, state).await {
+                // Not ended without its event: the next invocation tries again.
+                tracing::error!(run_id = %run.run_id, error = %e.message, "could not announce the failure; will retry");
+                return Ok(());
+            }
+            run.lease_until = None;
+            match self.runs.save(run).await {
+                Ok(()) => return Ok(()),
+                Err(RunStoreError::Conflict { .. }) => match self.runs.get(&run.run_id).await? {
+                    Some(fresh) if fresh.is_active() => *run = fresh,
+                    Some(fresh) => {
+                        *run = fresh;
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RunStoreError::Conflict { run_id: run.run_id.clone() }.into())
+    }
+
+    /// Ends the active run `Failed` on request (`{"action":"cancel"}`, `training-export
+    /// cancel`), whoever holds its lease: the holder's next save conflicts and it stops.
+    /// Jobs already started in Personalize or DynamoDB run to their end; nothing uses them.
+    async fn cancel(
+        &self,
+        trigger: &str,
+        run_id: Option<String>,
+        reason: Option<String>,
+    ) -> Result<Response, PipelineError> {
+        let Some(mut run) = self.runs.active().await? else {
+            return Ok(Response::new(Outcome::Idle, "no active run to cancel".into()));
+        };
+        if let Some(wanted) = run_id.filter(|id| *id != run.run_id) {
+            return Err(PipelineError::NotActive { run_id: wanted, active: run.run_id });
+        }
+        let step = failed_step(&run);
+        let reason = match reason {
+            Some(why) => format!("cancelled by {trigger} at {}: {why}", run.state.name()),
+            None => format!("cancelled by {trigger} at {}", run.state.name()),
+        };
+        tracing::warn!(run_id = %run.run_id, %step, %reason, "cancelling the run");
+        self.end_failed(&mut run, step, reason).await?;
+        let message = format!("run {} is {}", run.run_id, run.state.name());
+        Ok(Response::with_run(Outcome::Cancelled, message, &run))
     }
 
     /// The crash hook of the end-to-end tests: when `run` was just saved in the state

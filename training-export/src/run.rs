@@ -209,6 +209,12 @@ pub struct Run {
     /// the same step. Expires by itself if its holder dies.
     #[serde(default)]
     pub lease_until: Option<i64>,
+    /// Invocations that took this run without moving it on since it last moved (entered a
+    /// state, checkpointed, or found its job still running): a step that keeps failing,
+    /// timing out or crashing the process counts up here until the attempt limit ends
+    /// the run. Counted when an invocation takes the run, so a killed one counts too.
+    #[serde(default)]
+    pub attempts: u32,
     /// With Personalize: the embedded model refreshed from this export for the ranking
     /// API's fallback (popular items, what each student has had). Best effort: a failure
     /// is recorded and the run goes on, since Personalize is what users are served.
@@ -305,6 +311,7 @@ impl Run {
             fallback_model: None,
             table_export: None,
             lease_until: None,
+            attempts: 0,
         }
     }
 
@@ -314,6 +321,7 @@ impl Run {
         self.state = state;
         self.updated_at = now;
         self.last_error = None;
+        self.attempts = 0;
     }
 
     pub fn is_active(&self) -> bool {

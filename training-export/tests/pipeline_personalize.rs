@@ -672,3 +672,41 @@ async fn a_failed_fallback_refresh_is_recorded_and_the_run_goes_on() {
     let fake = w.fake.lock().unwrap();
     assert_eq!((fake.imports.len(), fake.versions.len()), (1, 1));
 }
+
+#[tokio::test]
+async fn a_retryable_failure_that_spends_its_attempts_fails_the_run_and_the_invocation() {
+    let mut w = world(|_| {});
+    w.pipeline.settings.max_attempts = 3;
+    let run_id = w.send(World::run_request()).await.run.unwrap().run_id;
+    w.fake.lock().unwrap().throttle = 100;
+    for _ in 0..2 {
+        let response = w.send(Request::Advance {}).await;
+        assert_eq!(response.run.unwrap().status, "Importing", "still retrying");
+    }
+    let gave_up = w.pipeline.handle(Request::Advance {}, Deadline::none()).await.unwrap_err();
+    assert_eq!(gave_up.kind(), "RunGaveUp");
+    let run = w.runs.get(&run_id).await.unwrap().unwrap();
+    let RunState::Failed { step, reason } = &run.state else { panic!("{:?}", run.state) };
+    assert_eq!(*step, Step::Import);
+    assert!(reason.contains("3 invocations at Importing without progress"), "{reason}");
+    assert!(reason.contains("ThrottlingException"), "the last error is kept: {reason}");
+    let events = w.events.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "announced, so the failed-run alarm fires");
+    // The next nightly run is not refused.
+    assert_eq!(w.send(World::run_request()).await.outcome, Outcome::Started);
+}
+
+#[tokio::test]
+async fn a_run_past_its_age_limit_ends_and_the_nightly_run_starts() {
+    let w = world(|_| {});
+    let run_id = w.send(World::run_request()).await.run.unwrap().run_id;
+    let mut run = w.runs.get(&run_id).await.unwrap().unwrap();
+    run.created_at -= 49 * 3600;
+    w.runs.save(&mut run).await.unwrap();
+    let started = w.send(World::run_request()).await;
+    assert_eq!(started.outcome, Outcome::Started, "{started:?}");
+    assert_ne!(started.run.unwrap().run_id, run_id);
+    let old = w.runs.get(&run_id).await.unwrap().unwrap();
+    let RunState::Failed { reason, .. } = &old.state else { panic!("{:?}", old.state) };
+    assert!(reason.contains("over the age limit of 48.0 h"), "{reason}");
+}
