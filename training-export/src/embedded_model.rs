@@ -23,6 +23,37 @@ use recommender::{ModelInfo, ModelRegistry, RegistryError, TrainConfig, Version}
 use crate::manifest::Manifest;
 use crate::trainer::{ModelTrainer, ModelVersion, TrainerError};
 
+/// The least of the function's memory kept out of the training budget, in MiB.
+pub const MIN_HEADROOM_MIB: u64 = 256;
+
+/// The recommender's memory budget (peak bytes its dense models may take while fitting):
+///
+/// 1. `explicit_mib`, `RECOMMENDER_MEMORY_BUDGET_MB`, when set: whoever sets it knows best;
+/// 2. in Lambda, `function_memory_mib` (its `MemorySize`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`)
+///    minus a quarter of it, and at least [`MIN_HEADROOM_MIB`]: the budget bounds only the dense model's matrices, while the rest
+///    of the process also lives in that memory: the runtime and SDK buffers (about 50 MiB in
+///    the export's measurements), the interactions as the recommender holds them and its
+///    sparse models, which grow with the rows, not with `MemorySize`. A quarter keeps room for
+///    them in proportion, and 256 MiB keeps a small function from spending everything
+///    on the matrix. Over budget the recommender does not fail: it trains the sparse models
+///    instead (see its README). So 512 MiB gives 256, 1024 gives 768, 10240 gives 7680;
+/// 3. otherwise the recommender's default ([`recommender::DEFAULT_MEMORY_BUDGET_BYTES`], 1 GiB).
+pub fn memory_budget_bytes(explicit_mib: Option<u64>, function_memory_mib: Option<u64>) -> u64 {
+    if let Some(mib) = explicit_mib {
+        return mib << 20;
+    }
+    match function_memory_mib {
+        Some(mib) => mib.saturating_sub(MIN_HEADROOM_MIB.max(mib / 4)) << 20,
+        None => recommender::DEFAULT_MEMORY_BUDGET_BYTES,
+    }
+}
+
+/// `RECOMMENDER_MEMORY_BUDGET_MB`, read as [`TrainConfig::default`] reads it (a value that is
+/// not a number is ignored).
+pub fn explicit_memory_budget_mib() -> Option<u64> {
+    std::env::var(recommender::MEMORY_BUDGET_ENV).ok().and_then(|v| v.trim().parse().ok())
+}
+
 pub struct EmbeddedTrainer {
     objects: Arc<dyn ObjectStore>,
     /// The directory the object store writes to, when it is one: the CSV is read in place.
@@ -72,6 +103,12 @@ impl EmbeddedTrainer {
     /// Sets the training configuration (tests fix the seed and clock).
     pub fn with_config(mut self, config: TrainConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Sets the memory budget of the training configuration; see [`memory_budget_bytes`].
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.config.memory_budget_bytes = bytes;
         self
     }
 
@@ -138,6 +175,18 @@ mod tests {
     use crate::manifest::{ExportedFile, MANIFEST_SCHEMA_VERSION, RejectedSummary};
 
     const HEADER: &str = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\n";
+
+    #[test]
+    fn the_budget_is_the_override_else_three_quarters_of_memory_size_else_the_default() {
+        let mib = |n: u64| n << 20;
+        assert_eq!(memory_budget_bytes(Some(300), Some(1024)), mib(300), "the override wins");
+        assert_eq!(memory_budget_bytes(Some(300), None), mib(300));
+        assert_eq!(memory_budget_bytes(None, Some(1024)), mib(768), "a quarter kept back");
+        assert_eq!(memory_budget_bytes(None, Some(10_240)), mib(7_680));
+        assert_eq!(memory_budget_bytes(None, Some(512)), mib(256), "at least 256 MiB kept back");
+        assert_eq!(memory_budget_bytes(None, Some(128)), 0, "too small for a dense model at all");
+        assert_eq!(memory_budget_bytes(None, None), recommender::DEFAULT_MEMORY_BUDGET_BYTES);
+    }
 
     /// Rows of a small catalogue: 60 users, 40 items, timestamps increasing.
     fn rows() -> Vec<String> {
