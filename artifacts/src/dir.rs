@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::{ArtifactError, ObjectInfo, ObjectStore, ObjectWriter, Tally, check_key};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{ArtifactError, ObjectInfo, ObjectStore, ObjectWriter, Tally, check_key, copy_out_error};
 
 /// Objects as files under `root`.
 #[derive(Debug, Clone)]
@@ -39,6 +41,10 @@ impl DirectoryStore {
 /// Prefix of in-progress files; `list` never reports them.
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// Bytes read per step by `copy_to`: each read is one blocking call on tokio's pool, so few
+/// large ones rather than many of tokio's default 8 KiB.
+const COPY_CHUNK: usize = 1 << 20;
+
 #[async_trait]
 impl ObjectStore for DirectoryStore {
     async fn begin(&self, key: &str) -> Result<Box<dyn ObjectWriter>, ArtifactError> {
@@ -66,6 +72,31 @@ impl ObjectStore for DirectoryStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path, e)),
         }
+    }
+
+    async fn copy_to(
+        &self,
+        key: &str,
+        writer: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<Option<u64>, ArtifactError> {
+        let path = self.path_of(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path, e)),
+        };
+        let mut buffer = vec![0_u8; COPY_CHUNK];
+        let mut copied = 0_u64;
+        loop {
+            let n = file.read(&mut buffer).await.map_err(|e| io(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            writer.write_all(&buffer[..n]).await.map_err(|e| copy_out_error(key, e))?;
+            copied += n as u64;
+        }
+        writer.flush().await.map_err(|e| copy_out_error(key, e))?;
+        Ok(Some(copied))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ArtifactError> {
@@ -203,6 +234,70 @@ mod tests {
         assert_eq!(store.get("m.json").await.unwrap().unwrap(), b"old");
         let files: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(files, vec!["m.json"], "no temporary files left behind");
+    }
+
+    #[tokio::test]
+    async fn copy_to_streams_the_object_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectoryStore::new(dir.path());
+        // Two and a half read chunks, bytes that are not all alike.
+        let data: Vec<u8> = (0..COPY_CHUNK * 5 / 2).map(|i| (i * 7 % 251) as u8).collect();
+        store.put("exports/r1/interactions.csv", &data).await.unwrap();
+        let mut out = CountingWriter::default();
+        let copied = store.copy_to("exports/r1/interactions.csv", &mut out).await.unwrap();
+        assert_eq!(copied, Some(data.len() as u64));
+        assert!(out.bytes == data, "the copy differs from the object");
+        assert!(out.writes >= 3, "written in chunks, not at once: {} writes", out.writes);
+        assert!(out.flushed);
+
+        let mut out = CountingWriter::default();
+        assert_eq!(store.copy_to("exports/r1/missing.csv", &mut out).await.unwrap(), None);
+        assert_eq!(out.writes, 0, "nothing written for a missing object");
+        assert!(matches!(store.copy_to("../escape", &mut out).await, Err(ArtifactError::InvalidKey { .. })));
+    }
+
+    #[tokio::test]
+    async fn copy_to_reports_a_failing_destination_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectoryStore::new(dir.path());
+        store.put("k.csv", b"USER_ID\n").await.unwrap();
+        let mut full = [0_u8; 3];
+        let mut out = std::io::Cursor::new(&mut full[..]);
+        let err = store.copy_to("k.csv", &mut out).await.unwrap_err();
+        assert!(matches!(&err, ArtifactError::Io { path, .. } if path == "k.csv (copying out)"), "{err}");
+    }
+
+    /// Records what `copy_to` hands it, and in how many writes.
+    #[derive(Default)]
+    struct CountingWriter {
+        bytes: Vec<u8>,
+        writes: usize,
+        flushed: bool,
+    }
+
+    impl tokio::io::AsyncWrite for CountingWriter {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.writes += 1;
+            self.bytes.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.flushed = true;
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
     }
 
     #[tokio::test]

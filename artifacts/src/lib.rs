@@ -96,12 +96,30 @@ pub trait ObjectStore: Send + Sync {
     /// objects (manifests, model files) that readers need in memory anyway.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ArtifactError>;
 
+    /// Streams the content of `key` into `writer`, a bounded chunk at a time (never the whole
+    /// object in memory), flushes it and returns the number of bytes copied; `None`, with
+    /// nothing written, if there is no such object. On an error part of the object may
+    /// already have been written: the caller throws its copy away. A failure to write is
+    /// [`ArtifactError::Io`] naming the key and `(copying out)`.
+    ///
+    /// No default on purpose: one over [`get`](ObjectStore::get) would hold the whole object.
+    async fn copy_to(
+        &self,
+        key: &str,
+        writer: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<Option<u64>, ArtifactError>;
+
     /// Every key that starts with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ArtifactError>;
 
     /// Where `key` lives, for people and for services that read it themselves
     /// (`s3://bucket/key` for Personalize, a path on disk locally).
     fn location(&self, key: &str) -> String;
+}
+
+/// The error for a failed write to the destination of [`ObjectStore::copy_to`].
+pub(crate) fn copy_out_error(key: &str, source: std::io::Error) -> ArtifactError {
+    ArtifactError::Io { path: format!("{key} (copying out)"), source }
 }
 
 /// Keys are relative, `/`-separated, with no empty, `.` or `..` segments: the same key

@@ -15,7 +15,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
-use crate::{ArtifactError, ObjectInfo, ObjectStore, ObjectWriter, Tally, check_key};
+use tokio::io::AsyncWriteExt;
+
+use crate::{ArtifactError, ObjectInfo, ObjectStore, ObjectWriter, Tally, check_key, copy_out_error};
 
 /// S3's smallest allowed part (except the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -77,6 +79,28 @@ impl S3Store {
     pub fn part_size(&self) -> usize {
         self.part_size
     }
+
+    /// `GetObject`'s body, not yet read; `None` for a missing key.
+    async fn body(&self, key: &str) -> Result<Option<ByteStream>, ArtifactError> {
+        check_key(key)?;
+        let result = self.client.get_object().bucket(&self.bucket).key(key).send().await;
+        match result {
+            Ok(output) => Ok(Some(output.body)),
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
+            Err(e) => Err(s3_error("GetObject", &self.bucket, key, e)),
+        }
+    }
+
+    /// A failure while reading a body: the connection broke or timed out; trying again may work.
+    fn body_error(&self, key: &str, e: impl std::fmt::Display) -> ArtifactError {
+        ArtifactError::S3 {
+            operation: "GetObject",
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            message: format!("reading the body: {e}"),
+            retryable: true,
+        }
+    }
 }
 
 #[async_trait]
@@ -97,21 +121,25 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
-        check_key(key)?;
-        let result = self.client.get_object().bucket(&self.bucket).key(key).send().await;
-        let output = match result {
-            Ok(output) => output,
-            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
-            Err(e) => return Err(s3_error("GetObject", &self.bucket, key, e)),
-        };
-        let bytes = output.body.collect().await.map_err(|e| ArtifactError::S3 {
-            operation: "GetObject",
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            message: format!("reading the body: {e}"),
-            retryable: true,
-        })?;
+        let Some(body) = self.body(key).await? else { return Ok(None) };
+        let bytes = body.collect().await.map_err(|e| self.body_error(key, e))?;
         Ok(Some(bytes.to_vec()))
+    }
+
+    async fn copy_to(
+        &self,
+        key: &str,
+        writer: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<Option<u64>, ArtifactError> {
+        let Some(mut body) = self.body(key).await? else { return Ok(None) };
+        // Chunk by chunk as the HTTP body delivers them: memory holds one chunk.
+        let mut copied = 0_u64;
+        while let Some(chunk) = body.try_next().await.map_err(|e| self.body_error(key, e))? {
+            writer.write_all(&chunk).await.map_err(|e| copy_out_error(key, e))?;
+            copied += chunk.len() as u64;
+        }
+        writer.flush().await.map_err(|e| copy_out_error(key, e))?;
+        Ok(Some(copied))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ArtifactError> {

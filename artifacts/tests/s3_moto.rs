@@ -61,6 +61,59 @@ async fn large_objects_go_up_in_parts_and_read_back_whole() {
 }
 
 #[tokio::test]
+async fn copy_to_streams_a_multipart_object_chunk_by_chunk() {
+    let (_client, store) = bucket().await;
+    let data = payload(s3::MIN_PART_SIZE * 12 / 5);
+    let mut writer = store.begin("exports/r4/interactions.csv").await.unwrap();
+    writer.write_all(&data).await.unwrap();
+    writer.finish().await.unwrap();
+
+    let mut out = Recorder::default();
+    let copied = store.copy_to("exports/r4/interactions.csv", &mut out).await.unwrap();
+    assert_eq!(copied, Some(data.len() as u64));
+    assert!(out.bytes == data, "the copy differs from the object");
+    assert!(out.writes > 1, "the body arrived in chunks, not collected: {} writes", out.writes);
+    assert!(out.largest_write < data.len(), "no write held the whole object");
+
+    let mut out = Recorder::default();
+    assert_eq!(store.copy_to("exports/r4/missing.csv", &mut out).await.unwrap(), None);
+    assert_eq!(out.writes, 0);
+}
+
+/// What `copy_to` writes, and how: how many writes, the largest.
+#[derive(Default)]
+struct Recorder {
+    bytes: Vec<u8>,
+    writes: usize,
+    largest_write: usize,
+}
+
+impl tokio::io::AsyncWrite for Recorder {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes += 1;
+        self.largest_write = self.largest_write.max(buf.len());
+        self.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
 async fn an_aborted_upload_leaves_the_old_object_and_no_parts() {
     let (client, store) = bucket().await;
     store.put("models/current.json", b"old").await.unwrap();

@@ -12,7 +12,7 @@ use store::embedded::EmbeddedStore;
 
 use crate::backend::{EmbeddedBackend, ModelBackend};
 use crate::config::Config;
-use crate::embedded_model::EmbeddedTrainer;
+use crate::embedded_model::{self, EmbeddedTrainer};
 use crate::events::{LocalEvents, PipelineEvents};
 use crate::personalize::PersonalizeResources;
 use crate::pipeline::{Deadline, Pipeline, PipelineError, Request, Response};
@@ -196,10 +196,18 @@ pub async fn build(config: &Config, in_lambda: bool) -> anyhow::Result<Pipeline>
         Announcements::Bus(bus) => aws::events(aws(), bus),
         Announcements::File(path) => Arc::new(LocalEvents::new(path)),
     };
-    let trainer: Arc<dyn ModelTrainer> = Arc::new(match &composition.objects {
-        Objects::Bucket(_) => EmbeddedTrainer::in_bucket(objects.clone()),
-        Objects::Directory(dir) => EmbeddedTrainer::new(objects.clone(), Some(dir.clone())),
-    });
+    let memory_budget = embedded_model::memory_budget_bytes(
+        embedded_model::explicit_memory_budget_mib(),
+        config.function_memory_mib,
+    );
+    tracing::info!(memory_budget_mib = memory_budget >> 20, "embedded trainer memory budget");
+    let trainer: Arc<dyn ModelTrainer> = Arc::new(
+        match &composition.objects {
+            Objects::Bucket(_) => EmbeddedTrainer::in_bucket(objects.clone()),
+            Objects::Directory(dir) => EmbeddedTrainer::new(objects.clone(), Some(dir.clone())),
+        }
+        .with_memory_budget(memory_budget),
+    );
     let (backend, fallback_models): (Arc<dyn ModelBackend>, _) = match composition.models {
         Models::Personalize(resources) => {
             (aws::personalize(aws(), resources, objects.clone(), config), Some(trainer))

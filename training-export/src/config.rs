@@ -88,6 +88,10 @@ pub struct Config {
     /// No step starts with less than this many seconds left before the Lambda deadline.
     #[arg(long, env = "SAFETY_MARGIN_SECS", default_value_t = 60)]
     pub safety_margin_secs: u64,
+    /// Set by Lambda: the function's MemorySize in MiB, from which the embedded trainer's memory
+    /// budget follows (`embedded_model::memory_budget_bytes`).
+    #[arg(long, env = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", hide = true)]
+    pub function_memory_mib: Option<u64>,
     /// Fault injection for the end-to-end tests (`tests/e2e`): abort the process right after a
     /// run is saved in this state (`Exporting` ... `Done`), as a crash there would, or (with
     /// `Converting`) in the middle of converting a table export's file. Refused

@@ -285,6 +285,13 @@ impl ObjectStore for FailingStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
         self.inner.get(key).await
     }
+    async fn copy_to(
+        &self,
+        key: &str,
+        writer: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<Option<u64>, ArtifactError> {
+        self.inner.copy_to(key, writer).await
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ArtifactError> {
         self.inner.list(prefix).await
     }

@@ -199,6 +199,14 @@ impl ObjectStore for FailOnce {
         self.inner.get(key).await
     }
 
+    async fn copy_to(
+        &self,
+        key: &str,
+        writer: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<Option<u64>, ArtifactError> {
+        self.inner.copy_to(key, writer).await
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ArtifactError> {
         self.inner.list(prefix).await
     }
