@@ -85,6 +85,10 @@ pub const FUNCTIONS: [Function; 3] = [
                 "training-export/src/events/eventbridge.rs",
                 "the API runs the pipeline locally only, over embedded adapters",
             ),
+            (
+                "training-export/src/table_export/dynamo.rs",
+                "the API runs the pipeline locally only, over embedded adapters",
+            ),
         ],
         local_deps: &["schemas", "store", "recommender", "artifacts", "training-export"],
         own: &[
@@ -164,6 +168,10 @@ pub const FUNCTIONS: [Function; 3] = [
             PlatformGrant {
                 action: "sqs:SendMessage",
                 why: "Lambda sends an invocation that failed every retry to the on-failure queue with the function's role",
+            },
+            PlatformGrant {
+                action: "s3:PutObjectAcl",
+                why: "DynamoDB writes an ExportTableToPointInTime export into the bucket with the caller's permissions, s3:PutObjectAcl among them",
             },
         ],
     },

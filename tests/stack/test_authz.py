@@ -616,11 +616,27 @@ def test_event_consumer_calls_are_allowed_by_its_role(roles):
 
 
 def training_export_calls() -> list[list[Check]]:
-    """What training-export sends: the scan, its run store, exports and models, events, Personalize."""
+    """What training-export sends: the scan or the table export, its run store, exports and models, events,
+    Personalize."""
     version = f"{P}:solution/stack-solution/1a2b3c4d"
     transact = {"TransactItems": [{"Put": {"TableName": "stack-runs", "Item": {}}}, {"Delete": {"TableName": "stack-runs", "Key": {}}}]}
+    # The table export (above TABLE_EXPORT_ABOVE_BYTES): DynamoDB writes under exports/<run>/dynamodb/AWSDynamoDB/
+    # with the role's permissions, the pipeline reads the export's manifests and data files, then writes the parts.
+    export = f"{ARNS['InteractionsTable.Arn']}/export/01733333333333-abcdef12"
+    dump = "/stack-data/exports/run-1/dynamodb/AWSDynamoDB/01733333333333-abcdef12"
     return [
         dynamodb("Scan", {"TableName": "stack-interactions", "Segment": 0, "TotalSegments": 4}),
+        dynamodb("DescribeTable", {"TableName": "stack-interactions"}),
+        dynamodb("ExportTableToPointInTime", {"TableArn": ARNS["InteractionsTable.Arn"], "S3Bucket": "stack-data",
+                                              "S3Prefix": "exports/run-1/dynamodb", "ClientToken": "run-1",
+                                              "ExportFormat": "DYNAMODB_JSON", "ExportType": "FULL_EXPORT"}),
+        dynamodb("DescribeExport", {"ExportArn": export}),
+        s3("GET", f"{dump}/manifest-summary.json", "x-id=GetObject"),
+        s3("GET", f"{dump}/manifest-files.json", "x-id=GetObject"),
+        s3("GET", f"{dump}/data/abcdefghij0123456789.json.gz", "x-id=GetObject"),
+        *(s3("PUT", f"/stack-data/exports/run-1/{key}", "x-id=PutObject")
+          for key in ("csv/part-00000.csv", "parquet/part-00000.parquet", "parts/part-00000.ids", "parts/part-00000.json", "manifest.json")),
+        s3("GET", "/stack-data/exports/run-1/parts/part-00000.json", "x-id=GetObject"),
         dynamodb("TransactWriteItems", transact),
         *(dynamodb(op, {"TableName": "stack-runs", "Key": {}}) for op in ("GetItem", "PutItem", "Query")),
         s3("PUT", "/stack-data/exports/run-1/part-0.csv", "x-id=PutObject"),
@@ -634,6 +650,8 @@ def training_export_calls() -> list[list[Check]]:
         json_call("events", "AWSEvents.PutEvents", {"Entries": [{"EventBusName": "stack-bus", "Source": "api.ranking", "DetailType": "ranking.pipeline", "Detail": "{}"}]}),
         personalize("CreateDatasetImportJob", {"jobName": "stack-import-run-1", "datasetArn": ARNS["InteractionsDataset.DatasetArn"],
                                                "dataSource": {"dataLocation": "s3://stack-data/exports/run-1/"}, "roleArn": ARNS["PersonalizeImportRole.Arn"]}),
+        personalize("CreateDatasetImportJob", {"jobName": "stack-import-run-1", "datasetArn": ARNS["InteractionsDataset.DatasetArn"],
+                                               "dataSource": {"dataLocation": "s3://stack-data/exports/run-1/csv/"}, "roleArn": ARNS["PersonalizeImportRole.Arn"]}),
         personalize("DescribeDatasetImportJob", {"datasetImportJobArn": f"{P}:dataset-import-job/stack-import-run-1"}),
         personalize("CreateSolutionVersion", {"name": "run-1", "solutionArn": ARNS["Solution.SolutionArn"], "trainingMode": "FULL"}),
         personalize("ListSolutionVersions", {"solutionArn": ARNS["Solution.SolutionArn"]}),
@@ -650,6 +668,13 @@ def test_training_export_calls_are_allowed_by_its_role(roles):
         assert refused(policies, result) == []
     assert refused(policies, s3("DELETE", "/stack-data/models/current.json", "x-id=DeleteObject")) != []
     assert refused(policies, s3("PUT", "/stack-data/secrets/x", "x-id=PutObject")) != []
+    # The table export: only into exports/, only the stack's table, only its exports.
+    elsewhere = {"TableArn": ARNS["InteractionsTable.Arn"], "S3Bucket": "stack-data", "S3Prefix": "models/dynamodb"}
+    assert refused(policies, dynamodb("ExportTableToPointInTime", elsewhere)) != []
+    other_table = {"TableArn": f"{DDB}/stack-runs", "S3Bucket": "stack-data", "S3Prefix": "exports/run-1/dynamodb"}
+    assert refused(policies, dynamodb("ExportTableToPointInTime", other_table)) != []
+    assert refused(policies, dynamodb("DescribeExport", {"ExportArn": f"{DDB}/stack-runs/export/01733333333333-abcdef12"})) != []
+    assert refused(policies, dynamodb("DescribeTable", {"TableName": "stack-runs"})) != []
     # An import job named outside the prefix is not ours to create.
     foreign = personalize("CreateDatasetImportJob", {"jobName": "other-import", "datasetArn": ARNS["InteractionsDataset.DatasetArn"],
                                                      "dataSource": {"dataLocation": "s3://x/"}, "roleArn": ARNS["PersonalizeImportRole.Arn"]})  # fmt: skip

@@ -321,6 +321,104 @@ def test_payload_contracts(world):
     STATE["contracts"] = caught
 
 
+def _run_body(dep: Deployment, run_id: str) -> dict:
+    """The run as training-export stored it (the runs table's `body`)."""
+    item = boto("dynamodb", dep.backends.moto).get_item(
+        TableName=dep.name("PipelineRunsTable"), Key={"pk": {"S": "run"}, "sk": {"S": run_id}}, ConsistentRead=True
+    )["Item"]
+    return json.loads(item["body"]["S"])
+
+
+def _keys(dep: Deployment, prefix: str) -> list[str]:
+    s3 = boto("s3", dep.backends.moto_s3)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=dep.name("DataBucket"), Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def _csv(dep: Deployment, keys: list[str]) -> tuple[set[str], Counter]:
+    """The headers and the multiset of data rows of some CSV objects."""
+    s3 = boto("s3", dep.backends.moto_s3)
+    headers, rows = set(), Counter()
+    for key in keys:
+        header, *lines = s3.get_object(Bucket=dep.name("DataBucket"), Key=key)["Body"].read().decode().splitlines()
+        headers.add(header)
+        rows.update(lines)
+    return headers, rows
+
+
+def _export_csv_keys(dep: Deployment, body: dict) -> list[str]:
+    key = body["export"]["csvKey"]
+    return _keys(dep, key) if key.endswith("/") else [key]
+
+
+def _calls(dep: Deployment, ledger, since: int, operation: str) -> list:
+    name = dep.name("TrainingExportFunction")
+    return [r for r in ledger.records[since:] if r.caller == name and r.operation == operation]
+
+
+def test_the_table_export_path(world):
+    """TableExportAboveBytes=0: a run exports the table with ExportTableToPointInTime into
+    exports/<run>/dynamodb/, waits for it, converts it into CSV parts under exports/<run>/csv/, and Personalize
+    imports that folder; its rows are those of a scan of the same table. Every request is checked (the ledger)."""
+    dep: Deployment = STATE.get("dep") or pytest.fail("the story did not deploy the stack")
+    _, ledger, _, _ = world
+    fn_env = lambda: dep.function("TrainingExportFunction").spec.env  # noqa: E731
+    known = {r["runId"] for r in pipeline_status(dep).get("runs", [])}
+    rows_in_table = count_items(dep, "InteractionsTable")
+
+    # The reference: the scan path over the same table.
+    update(dep, {"TableExportAboveBytes": "off"})
+    assert fn_env()["TABLE_EXPORT_ABOVE_BYTES"] == "off"
+    mark = len(ledger.records)
+    dep.fire("NightlyRunSchedule")
+    scanned = finish_run(dep, known)
+    no_denials(dep)
+    assert scanned["status"] in ("Done", "Rejected"), scanned
+    assert not _calls(dep, ledger, mark, "DynamoDB ExportTableToPointInTime"), "threshold off: no table export"
+    assert _calls(dep, ledger, mark, "DynamoDB Scan")
+    reference = _run_body(dep, scanned["runId"])
+    assert "tableExport" not in reference, reference
+
+    # The table export path.
+    update(dep, {"TableExportAboveBytes": "0"})
+    assert fn_env()["TABLE_EXPORT_ABOVE_BYTES"] == "0"
+    mark = len(ledger.records)
+    dep.fire("NightlyRunSchedule")
+    run = finish_run(dep, known)
+    no_denials(dep)
+    assert run["status"] in ("Done", "Rejected"), run
+    run_id = run["runId"]
+    body = _run_body(dep, run_id)
+    record = body.get("tableExport") or pytest.fail(f"the run did not go through a table export: {body}")
+    assert record["s3Prefix"] == f"exports/{run_id}/dynamodb", record
+    assert record["dataFiles"] >= 1 and record["converted"] == record["dataFiles"], record
+    started = _calls(dep, ledger, mark, "DynamoDB ExportTableToPointInTime")
+    assert len(started) == 1 and started[0].status == 200, started
+    assert not _calls(dep, ledger, mark, "DynamoDB Scan"), "the table export path scans nothing"
+    # The stand-in answers IN_PROGRESS once: at least one DescribeExport waited, one saw COMPLETED.
+    assert len(_calls(dep, ledger, mark, "DynamoDB DescribeExport")) >= 2
+    assert _keys(dep, f"exports/{run_id}/dynamodb/AWSDynamoDB/"), "DynamoDB wrote the export into the bucket"
+
+    bucket = dep.name("DataBucket")
+    folder = f"s3://{bucket}/exports/{run_id}/csv/"
+    assert body["export"]["csvKey"] == f"exports/{run_id}/csv/", body["export"]
+    assert body["import"]["source"] == folder, body["import"]
+    control = boto("personalize", dep.backends.standin)
+    job = control.describe_dataset_import_job(datasetImportJobArn=body["import"]["jobArn"])["datasetImportJob"]
+    assert job["dataSource"]["dataLocation"] == folder and job["status"] == "ACTIVE", job
+    imported = [r for r in ledger.records[mark:] if r.role == "PersonalizeImportRole"]
+    assert imported and all(not r.denied for r in imported), "Personalize read the folder with the import role"
+
+    parts = _keys(dep, f"exports/{run_id}/csv/")
+    assert len(parts) == record["dataFiles"], parts
+    headers, rows = _csv(dep, parts)
+    ref_headers, ref_rows = _csv(dep, _export_csv_keys(dep, reference))
+    assert headers == ref_headers and len(headers) == 1, (headers, ref_headers)
+    assert rows == ref_rows, f"{sum((rows - ref_rows).values())} rows only in the table export, {sum((ref_rows - rows).values())} only in the scan"
+    assert sum(rows.values()) == body["export"]["rows"] == reference["export"]["rows"] == rows_in_table
+    STATE["table_export_reference"] = (ref_headers, ref_rows)
+
+
 def test_every_statement_is_needed(world):
     """Each statement of each role, removed alone, denies at least one request the story made."""
     dep: Deployment = STATE.get("dep") or pytest.fail("the story did not deploy the stack")

@@ -24,7 +24,11 @@ pub mod trainer;
 /// exactly these (`infra/tests`), and a test there scans the sources for the AWS SDK calls
 /// behind them, so the list cannot drift from the code.
 ///
-/// * interactions table: `dynamodb:Scan` (the export).
+/// * interactions table: `dynamodb:Scan` (the export); above the table-export threshold
+///   `DescribeTable` (its size), `ExportTableToPointInTime` and `DescribeExport` on the
+///   export (`<table-arn>/export/*`), whose files DynamoDB writes into the bucket with this
+///   role's `s3:PutObject`, `s3:AbortMultipartUpload` and `s3:PutObjectAcl` (the last a
+///   platform grant in `infra/src/lib.rs`: no call here makes it).
 /// * runs table: `GetItem`, `PutItem`, `Query`, and `TransactWriteItems`, which IAM checks
 ///   as the `PutItem` and `DeleteItem` inside it.
 /// * bucket: `s3:PutObject` (also multipart create, part and complete), `s3:AbortMultipartUpload`,
@@ -35,6 +39,9 @@ pub mod trainer;
 ///   the import role that `CreateDatasetImportJob` hands to Personalize.
 pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:Scan",
+    "dynamodb:DescribeTable",
+    "dynamodb:ExportTableToPointInTime",
+    "dynamodb:DescribeExport",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:DeleteItem",
