@@ -63,8 +63,8 @@ pub const FUNCTIONS: [Function; 3] = [
         role_id: "RankingApiRole",
         sources: &[
             Source { path: "ranking-api/src", only_fns: None },
-            // ModelSlot::bucket reads models/LATEST and the version's files through the model registry: ObjectStore::get only.
-            Source { path: "artifacts/src/s3.rs", only_fns: Some(&["get"]) },
+            // ModelSlot::bucket reads models/LATEST and the version's files through the model registry: ObjectStore::get only (its GetObject is in `body`, which get and copy_to share).
+            Source { path: "artifacts/src/s3.rs", only_fns: Some(&["body"]) },
         ],
         not_in_lambda: &[
             (
@@ -143,7 +143,7 @@ pub const FUNCTIONS: [Function; 3] = [
             // Exports and model versions: everything but listing.
             Source {
                 path: "artifacts/src/s3.rs",
-                only_fns: Some(&["get", "upload_buffer_as_part", "complete", "abort_upload", "drop"]),
+                only_fns: Some(&["body", "upload_buffer_as_part", "complete", "abort_upload", "drop"]),
             },
         ],
         not_in_lambda: &[],

@@ -93,7 +93,8 @@ async fn a_run_started_for_another_backend_fails_instead_of_mixing_them() {
         Backend::Personalize,
         "t",
         RunState::Imported,
-        1,
+        // Recent: a run older than the age limit would be given up on instead.
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64,
     );
     pipeline.runs.create(&run).await.unwrap();
     let deadline = SystemTime::now() + Duration::from_secs(900);
