@@ -14,6 +14,7 @@ the wait, and the next tick resumes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import time
@@ -126,3 +127,69 @@ def test_a_crash_after_each_state_resumes_with_one_import_job_and_one_solution_v
         phase(f"crash after {state}, resumed to Done")
 
     assert standin.violations() == []
+
+
+def _csv_rows(s3, bucket: str, keys: list[str]) -> tuple[set[str], list[str]]:
+    """The headers and the sorted data rows of some CSV objects."""
+    headers, rows = set(), []
+    for key in keys:
+        header, *lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
+        headers.add(header)
+        rows.extend(lines)
+    return headers, sorted(rows)
+
+
+def _keys(s3, bucket: str, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def test_a_crash_in_the_middle_of_converting_a_file_resumes_with_the_rows_of_an_uninterrupted_export(
+    processes, bins, moto, tmp_path
+):
+    """The table-export path (TABLE_EXPORT_ABOVE_BYTES=0) dies in the middle of converting a data file (the
+    `Converting` hook: the part's CSV and Parquet are written, its record and the run's checkpoint are not).
+    After the lease, `advance` converts that file again and the run's CSV has exactly the rows of an
+    uninterrupted export of the same table: the same count and the same checksum of the sorted rows."""
+    require_crash_hook(bins)
+    dynamodb = client("dynamodb", moto.general)
+    s3 = client("s3", moto.s3)
+    runs = runs_table(dynamodb)
+    bucket = unique("ranking-data")
+    s3.create_bucket(Bucket=bucket)
+    env = clean_env(**aws_env(moto, tmp_path), DATA_DIR=str(tmp_path / "data"), DATA_BUCKET=bucket, RUNS_TABLE=runs)
+
+    # The uninterrupted reference: the scan path over the same embedded table.
+    scanned = pipeline_response(training_export(processes, bins, {**env, "TABLE_EXPORT_ABOVE_BYTES": "off"}, "export"))
+    reference = newest_run(dynamodb, runs)
+    assert reference["runId"] == scanned["run"]["runId"] and "tableExport" not in reference, reference
+    ref_headers, ref_rows = _csv_rows(s3, bucket, [reference["export"]["csvKey"]])
+    assert len(ref_rows) > 1_000, "enough rows for several data files"
+
+    table_export = {**env, "TABLE_EXPORT_ABOVE_BYTES": "0"}
+    crashed = training_export(processes, bins, {**table_export, "TRAINING_EXPORT_CRASH_AFTER": "Converting"}, "export", expect=None)
+    assert crashed.returncode == -signal.SIGABRT, crashed.describe()
+    assert "TRAINING_EXPORT_CRASH_AFTER: aborting the process here" in crashed.stderr, crashed.stderr
+    run = newest_run(dynamodb, runs)
+    run_id = run["runId"]
+    record = run["tableExport"]
+    assert record["dataFiles"] >= 3 and record["converted"] == 0, record
+    # The dead conversion had written its part's files, not its record.
+    assert _keys(s3, bucket, f"exports/{run_id}/csv/") == [f"exports/{run_id}/csv/part-00000.csv"]
+    assert _keys(s3, bucket, f"exports/{run_id}/parts/") == []
+
+    held = training_export(processes, bins, table_export, "advance")
+    assert "another invocation is advancing this run" in held.stderr, held.describe()
+    let_the_lease_expire(dynamodb, runs, newest_run(dynamodb, runs))
+    resumed = pipeline_response(training_export(processes, bins, table_export, "advance"))
+    assert resumed["run"]["runId"] == run_id and resumed["run"]["status"] == "Done", resumed
+
+    final = newest_run(dynamodb, runs)
+    assert final["tableExport"]["converted"] == record["dataFiles"], final["tableExport"]
+    parts = _keys(s3, bucket, f"exports/{run_id}/csv/")
+    assert len(parts) == record["dataFiles"], parts
+    headers, rows = _csv_rows(s3, bucket, parts)
+    assert headers == ref_headers and len(headers) == 1, (headers, ref_headers)
+    assert len(rows) == len(ref_rows) == final["export"]["rows"], (len(rows), len(ref_rows))
+    digest = lambda lines: hashlib.sha256("\n".join(lines).encode()).hexdigest()  # noqa: E731
+    assert digest(rows) == digest(ref_rows), "the resumed export has the uninterrupted export's rows"

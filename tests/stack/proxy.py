@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -87,6 +88,22 @@ class Ledger:
         return counts
 
 
+@dataclass
+class Hold:
+    """A request the proxy holds (after checking it, before forwarding it) until the test releases it, then
+    drops: the caller never gets an answer it could act on. For killing a function at a chosen point of its
+    work: `reached` is set once such a request is held."""
+
+    method: str
+    path: str  # a regular expression the whole request path (unquoted, without the query) must match
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    held: list[str] = field(default_factory=list)
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and re.fullmatch(self.path, urllib.parse.unquote(path)) is not None
+
+
 def authorize(ledger: Ledger, caller: Caller, operation: str, checks: list[authz.Check]) -> Record:
     """Evaluates `checks` against the caller's role and records the outcome."""
     decisions = [iam.evaluate(caller.policies, c.action, c.resource, c.context) for c in checks]
@@ -131,6 +148,7 @@ class Proxy:
         self.account = account
         # The SES identities verified in the account (SES checks SendEmail against the one it sends as).
         self.ses_identities: list[str] | None = None
+        self.holds: list[Hold] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -145,14 +163,18 @@ class Proxy:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = _read_chunked(self.rfile)
                 status, headers, payload = proxy.handle(self.command, self.path, dict(self.headers.items()), body)
-                self.send_response(status)
-                for k, v in headers.items():
-                    if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The caller is gone (a process the test killed while its request was held).
+                    self.close_connection = True
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _handle
 
@@ -195,6 +217,13 @@ class Proxy:
         if record.denied:
             record.status = 403
             return _access_denied(service, record.describe_denial())
+        hold = next((h for h in list(self.holds) if h.matches(method, path)), None)
+        if hold is not None:
+            hold.held.append(path)
+            hold.reached.set()
+            hold.release.wait(120)
+            record.status = 503
+            return 503, {"Content-Type": "text/plain"}, b"held and dropped by the harness"
         status, out_headers, payload = self._forward(service, method, target, headers, body)
         if service == "s3" and status == 404 and method in ("GET", "HEAD"):
             bucket = urllib.parse.unquote(path.lstrip("/").split("/", 1)[0])

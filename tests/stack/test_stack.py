@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import urllib.request
 from collections import Counter
@@ -31,6 +32,7 @@ from tests.e2e.aws import load_interactions
 from tests.e2e.story import CLASS_A, CLASS_B, NEWCOMER
 
 from . import iam
+from .proxy import Hold
 from .stack import Deployment, boto, deploy, update
 
 SUMMARY = Path(os.environ.get("STACK_SUMMARY", Path(__file__).resolve().parents[2] / "target" / "stack" / "summary.json"))
@@ -417,6 +419,137 @@ def test_the_table_export_path(world):
     assert rows == ref_rows, f"{sum((rows - ref_rows).values())} rows only in the table export, {sum((ref_rows - rows).values())} only in the scan"
     assert sum(rows.values()) == body["export"]["rows"] == reference["export"]["rows"] == rows_in_table
     STATE["table_export_reference"] = (ref_headers, ref_rows)
+
+
+def _idle(fn) -> bool:
+    try:
+        fn.wait_idle(0.01)
+        return True
+    except TimeoutError:
+        return False
+
+
+def _kill_mid_conversion(dep: Deployment, proxy) -> str:
+    """Fires the nightly run and kills the training-export process while it converts the first data file: the
+    proxy holds the PUT of that part's record (the part's files are written, its record and the run's checkpoint
+    are not) until the process is dead, then drops it. Returns the run's id. The release bootstraps have no test
+    hooks (TRAINING_EXPORT_CRASH_AFTER), hence the held request and SIGKILL."""
+    fn = dep.function("TrainingExportFunction")
+    hold = Hold("PUT", rf"/{dep.name('DataBucket')}/exports/[^/]+/parts/part-00000\.json")
+    proxy.holds.append(hold)
+    killed_before = sum((i.error or {}).get("errorType") == "Runtime.ExitError" for i in fn.invocations())
+    try:
+        dep.fire("NightlyRunSchedule")
+        # The run waits for the export between invocations: the next tick is fired once the function is idle.
+        for _ in range(600):
+            if hold.reached.wait(0.1):
+                break
+            if _idle(fn):
+                dep.fire("AdvanceSchedule")
+        assert hold.reached.is_set(), "no invocation reached the conversion"
+        pid = fn.pid
+        assert pid, "the invocation holding the request has a process"
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            killed = sum((i.error or {}).get("errorType") == "Runtime.ExitError" for i in fn.invocations())
+            if killed > killed_before:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the killed invocation did not end with Runtime.ExitError")
+    finally:
+        hold.release.set()
+        proxy.holds.remove(hold)
+    # Lambda retries the killed asynchronous invoke; the retry finds the run leased by the dead one.
+    dep.settle()
+    return hold.held[0].split("/")[3]
+
+
+def test_a_table_export_killed_mid_conversion_resumes(world):
+    """The process dies in the middle of converting a file: once the dead invocation's lease has expired, the next
+    tick resumes from the run's checkpoint, converts that file again and ends with exactly the rows of the
+    uninterrupted export (the scan's): none lost, none twice. The export is not started twice."""
+    dep: Deployment = STATE.get("dep") or pytest.fail("the story did not deploy the stack")
+    reference = STATE.get("table_export_reference") or pytest.fail("the table export flow did not run")
+    _, ledger, proxy, _ = world
+    assert dep.function("TrainingExportFunction").spec.env.get("TABLE_EXPORT_ABOVE_BYTES") == "0"
+    known = {r["runId"] for r in pipeline_status(dep).get("runs", [])}
+    mark = len(ledger.records)
+    run_id = _kill_mid_conversion(dep, proxy)
+    body = _run_body(dep, run_id)
+    record = body["tableExport"]
+    assert record["converted"] == 0 and record.get("dataFiles"), record
+    assert body.get("leaseUntil", 0) > time.time(), "the killed invocation's lease is still on the run"
+    assert _keys(dep, f"exports/{run_id}/csv/"), "the killed conversion had written its part's files"
+    # The lease lasts 16 minutes: age it in the runs table rather than wait.
+    runs_table = boto("dynamodb", dep.backends.moto)
+    key = {"pk": {"S": "run"}, "sk": {"S": run_id}}
+    item = runs_table.get_item(TableName=dep.name("PipelineRunsTable"), Key=key, ConsistentRead=True)["Item"]
+    item["body"]["S"] = json.dumps({**body, "leaseUntil": int(time.time()) - 1})
+    runs_table.put_item(TableName=dep.name("PipelineRunsTable"), Item=item)
+
+    run = finish_run(dep, known)
+    no_denials(dep)
+    assert run["runId"] == run_id and run["status"] in ("Done", "Rejected"), run
+    body = _run_body(dep, run_id)
+    assert body["tableExport"]["converted"] == body["tableExport"]["dataFiles"], body["tableExport"]
+    assert len(_calls(dep, ledger, mark, "DynamoDB ExportTableToPointInTime")) == 1, "resumed, not restarted"
+    data_reads = Counter(
+        c.resource.split(":::", 1)[1]
+        for r in _calls(dep, ledger, mark, "S3 GetObject")
+        for c in r.checks
+        if f"exports/{run_id}/dynamodb/" in c.resource and "/data/" in c.resource
+    )
+    assert data_reads and max(data_reads.values()) >= 2, f"the file being converted was converted again: {data_reads}"
+    headers, rows = _csv(dep, _keys(dep, f"exports/{run_id}/csv/"))
+    ref_headers, ref_rows = reference
+    assert headers == ref_headers, (headers, ref_headers)
+    assert sum(rows.values()) == sum(ref_rows.values()) == body["export"]["rows"], (sum(rows.values()), sum(ref_rows.values()))
+    assert rows == ref_rows, "the resumed conversion has the uninterrupted export's rows, none twice"
+
+
+def test_a_cancel_ends_a_run_held_by_a_dead_invocation(world):
+    """An operator cancels a run whose invocation died mid-conversion and whose lease is still on it (the
+    situation a stuck run is in): the invoke answers Cancelled, the run ends Failed with the reason, its event
+    reaches the failed-run alarm, and the next nightly run starts at once and finishes."""
+    dep: Deployment = STATE.get("dep") or pytest.fail("the story did not deploy the stack")
+    _, _, proxy, _ = world
+    fn = dep.function("TrainingExportFunction")
+    known = {r["runId"] for r in pipeline_status(dep).get("runs", [])}
+    run_id = _kill_mid_conversion(dep, proxy)
+    assert _run_body(dep, run_id).get("leaseUntil", 0) > time.time(), "the dead invocation still holds the lease"
+    assert pipeline_status(dep).get("activeRunId") == run_id
+
+    refused = fn.invoke(json.dumps({"action": "cancel", "runId": "not-the-active-run"}).encode())
+    assert refused.function_error is not None and "not the active run" in refused.payload.decode(), refused.payload
+    answer = fn.invoke(json.dumps({"action": "cancel", "runId": run_id, "reason": "stuck since the kill"}).encode())
+    assert answer.function_error is None, answer.payload
+    cancelled = json.loads(answer.payload)
+    assert cancelled["outcome"] == "cancelled" and cancelled["run"]["runId"] == run_id, cancelled
+    assert cancelled["run"]["status"] == "Failed", cancelled
+    dep.settle()
+    body = _run_body(dep, run_id)
+    failed = body["state"]
+    assert "stuck since the kill" in json.dumps(failed) and "cancelled by" in json.dumps(failed), failed
+    assert body.get("leaseUntil") is None, "the cancel released the lease"
+    events = [e for e in _pipeline_events(dep) if e["detail"].get("runId") == run_id]
+    assert [e["detail"]["status"] for e in events] == ["Failed"], events
+    alarmed = {a["event"]["id"] for a in dep.alarms if a["rule"] == "PipelineFailedRule"}
+    assert events[0]["id"] in alarmed, "the cancelled run's event reached the alarm topic"
+    assert pipeline_status(dep).get("activeRunId") is None, "no active run after the cancel"
+
+    # The next nightly run is not refused: it starts (the kill flow above saw such a run to its end).
+    started = fn.invoke(dep.stack.properties("NightlyRunSchedule")["Target"]["Input"].encode())
+    assert started.function_error is None, started.payload
+    nightly = json.loads(started.payload)
+    assert nightly["outcome"] == "started" and nightly["run"]["runId"] != run_id, nightly
+    dep.settle()
+    assert dep.messages("TrainingExportFailedInvocationsQueue") == [], "no invoke of this flow ended in failure"
+    ended = json.loads(fn.invoke(json.dumps({"action": "cancel", "reason": "the flow is over"}).encode()).payload)
+    assert ended["outcome"] == "cancelled" and ended["run"]["runId"] == nightly["run"]["runId"], ended
+    no_denials(dep)
+    update(dep, {"TableExportAboveBytes": ""})
+    assert "TABLE_EXPORT_ABOVE_BYTES" not in dep.function("TrainingExportFunction").spec.env
 
 
 def test_every_statement_is_needed(world):
