@@ -102,12 +102,27 @@ async fn a_retrain_request_starts_one_run_however_often_it_arrives() {
 }
 
 #[tokio::test]
+async fn an_internationalised_domain_is_mailed_in_its_idna_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = embedded(dir.path());
+    let outcome = world.consumer.handle_json(&fixture("student_enrolled_idn_domain.json")).await.unwrap();
+    let Some(EffectOutcome::Performed { outbox_file: Some(path), .. }) = &outcome.email else {
+        panic!("expected a written email, got {:?}", outcome.email)
+    };
+    let eml = std::fs::read_to_string(path).unwrap();
+    assert!(eml.contains("To: <an.nguyen@xn--trng-rib8295b.edu.vn>"), "{eml}");
+    assert!(!eml.contains("trường"), "the address is sent in ASCII only: {eml}");
+}
+
+#[tokio::test]
 async fn bad_events_are_rejected_clearly_and_write_nothing() {
     let cases = [
         ("bad_malformed.json", "malformed event"),
         ("bad_unknown_detail_type.json", "unknown detail-type \"student.graduated\""),
         ("bad_wrong_source.json", "must come from source \"api.student\""),
         ("bad_invalid_email.json", "invalid email"),
+        ("bad_email_non_ascii_mailbox.json", "outside ASCII, which SES cannot send to"),
+        ("bad_student_name_bidi_override.json", "format character U+202E"),
         ("bad_missing_email.json", "missing field `email`"),
         ("bad_student_id_too_long.json", "257 characters"),
         ("bad_event_id_too_long.json", "eventId must be 1 to 256 characters"),

@@ -105,8 +105,13 @@ fn default_version() -> String {
     "0".to_owned()
 }
 
-/// A well-formed email address. It has no `Display` and a redacted `Debug`, so it
+/// An email address SES will send to. It has no `Display` and a redacted `Debug`, so it
 /// cannot slip into a log line by accident; `as_str` is for the mailer only.
+///
+/// SES takes addresses in ASCII only: a mailbox name (before the `@`) outside ASCII needs
+/// SMTPUTF8, which SES does not offer, so it is refused here, when the event is parsed,
+/// rather than by SES at send time; an internationalised domain has an ASCII form (IDNA,
+/// `xn--…`), which is what is kept.
 #[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(into = "String")]
 pub struct EmailAddress(String);
@@ -121,6 +126,11 @@ impl EmailAddress {
             return Err(invalid("must be 1 to 254 characters"));
         }
         let (local, domain) = raw.rsplit_once('@').ok_or_else(|| invalid("has no @"))?;
+        if !local.is_ascii() {
+            return Err(invalid(
+                "the part before @ has characters outside ASCII, which SES cannot send to (no SMTPUTF8)",
+            ));
+        }
         let forbidden = |c: char| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c);
         if local.is_empty() || local.len() > 64 || local.chars().any(forbidden) {
             return Err(invalid("the part before @ is not a mailbox name"));
@@ -128,19 +138,31 @@ impl EmailAddress {
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err(invalid("the part before @ has a misplaced dot"));
         }
+        let not_a_domain = || invalid("the part after @ is not a domain name");
+        // UTS 46 with the STD3 rules: maps (lower case, width) and encodes each label, and
+        // refuses what DNS cannot carry. An ASCII domain comes back lower-cased.
+        let domain = if domain.is_empty() || domain.ends_with('.') {
+            return Err(not_a_domain());
+        } else {
+            idna::domain_to_ascii_strict(domain).map_err(|_| not_a_domain())?
+        };
         let labels: Vec<&str> = domain.split('.').collect();
         let label_ok = |l: &&str| {
             !l.is_empty()
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         };
         if labels.len() < 2 || !labels.iter().all(label_ok) || labels.last().is_some_and(|tld| tld.len() < 2)
         {
-            return Err(invalid("the part after @ is not a domain name"));
+            return Err(not_a_domain());
         }
-        Ok(Self(raw))
+        let address = format!("{local}@{domain}");
+        if address.len() > Self::MAX_CHARS {
+            return Err(invalid("must be at most 254 characters in its ASCII form"));
+        }
+        Ok(Self(address))
     }
 
     pub fn as_str(&self) -> &str {
@@ -188,6 +210,16 @@ impl DisplayName {
                 reason: format!("must be 1 to {} characters without control characters", Self::MAX_CHARS),
             });
         }
+        if let Some(c) = trimmed.chars().find(|&c| is_refused_format_char(c)) {
+            return Err(EventError::InvalidField {
+                field,
+                reason: format!(
+                    "has the invisible format character U+{:04X}, which can reorder or split what a reader \
+                     sees (bidirectional controls, line and paragraph separators are refused)",
+                    u32::from(c)
+                ),
+            });
+        }
         Ok(Self(trimmed.to_owned()))
     }
 
@@ -213,6 +245,27 @@ impl<'de> Deserialize<'de> for DisplayName {
         let raw = String::deserialize(d)?;
         DisplayName::parse("name", raw).map_err(serde::de::Error::custom)
     }
+}
+
+/// Format characters a name shown in an email must not carry: the bidirectional controls
+/// (marks, embeddings, overrides, isolates: they make a name display as something else, and
+/// can spoof a sender or a class in a subject line), the line and paragraph separators (a
+/// name breaking a header or a line), the zero-width no-break space and the invisible
+/// mathematical operators. The zero-width joiner and non-joiner stay: scripts such as
+/// Persian and the Indic ones need them in ordinary names.
+fn is_refused_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// `student.enrolled`: `{studentId, classId, email, studentName?, className?}`.
@@ -503,6 +556,58 @@ mod tests {
             let err = ParsedEvent::from_json(&raw).unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} should mention {expected:?}");
         }
+    }
+
+    #[test]
+    fn addresses_ses_cannot_send_to_are_refused_with_the_reason() {
+        let reason = |raw: &str| match EmailAddress::parse(raw) {
+            Err(EventError::InvalidField { field: "email", reason }) => reason,
+            other => panic!("{raw}: {other:?}"),
+        };
+        assert!(reason("nguyễn@truong.edu.vn").contains("outside ASCII"));
+        assert!(reason("étudiant@école.fr").contains("outside ASCII"));
+        assert!(reason("a@exa mple.com").contains("not a domain name"));
+        assert!(reason("a@xn--.com").contains("not a domain name"));
+        assert!(reason("a@b.co.").contains("not a domain name"));
+    }
+
+    #[test]
+    fn an_internationalised_domain_is_kept_in_its_idna_form() {
+        let parsed = |raw: &str| EmailAddress::parse(raw).unwrap().as_str().to_owned();
+        assert_eq!(parsed("an@trường.vn"), "an@xn--trng-rib8295b.vn");
+        assert_eq!(parsed("an@bücher.example"), "an@xn--bcher-kva.example");
+        assert_eq!(
+            parsed("An.Nguyen@Truong.EDU.vn"),
+            "An.Nguyen@truong.edu.vn",
+            "the domain is lower-cased, the mailbox kept"
+        );
+        assert_eq!(parsed("x@xn--80ak6aa92e.com"), "x@xn--80ak6aa92e.com", "already ASCII");
+    }
+
+    #[test]
+    fn names_with_bidi_controls_or_separators_are_refused_and_joiners_kept() {
+        for bad in [
+            "An\u{202E}gnp.exe",
+            "An\u{2066}x\u{2069}",
+            "An\u{2028}Bcc: x",
+            "An\u{2029}Bình",
+            "\u{200F}An",
+            "A\u{FEFF}n",
+        ] {
+            match DisplayName::parse("studentName", bad) {
+                Err(EventError::InvalidField { field: "studentName", reason }) => {
+                    assert!(reason.contains("format character U+"), "{reason}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        for ok in ["Nguyễn Văn An", "می\u{200C}خواهم", "क्\u{200D}ष", "Lê Thị Ánh"] {
+            assert!(DisplayName::parse("studentName", ok).is_ok(), "{ok:?}");
+        }
+        let event =
+            json!({"studentId": "s-1", "classId": "A1", "email": "a@b.co", "studentName": "An\u{202E}x"});
+        let refused = serde_json::from_value::<StudentEnrolled>(event).unwrap_err().to_string();
+        assert!(refused.contains("U+202E"), "{refused}");
     }
 
     #[test]
