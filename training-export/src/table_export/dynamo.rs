@@ -83,27 +83,31 @@ impl TableExporter for DynamoTableExporter {
         window: Option<ExportWindow>,
     ) -> Result<StartedExport, TableExportError> {
         let table_arn = self.arn().await?.to_owned();
-        let request = self
+        let incremental = window.map(|ExportWindow { from, to }| {
+            IncrementalExportSpecification::builder()
+                .export_from_time(DateTime::from_secs(from))
+                .export_to_time(DateTime::from_secs(to))
+                .export_view_type(ExportViewType::NewImage)
+                .build()
+        });
+        let export_type = match window {
+            None => ExportType::FullExport,
+            Some(_) => ExportType::IncrementalExport,
+        };
+        // One chain, client to send(): how infra's least-privilege scan finds the call.
+        let output = self
             .client
             .export_table_to_point_in_time()
             .table_arn(table_arn)
             .s3_bucket(&self.bucket)
             .s3_prefix(s3_prefix)
             .client_token(client_token)
-            .export_format(ExportFormat::DynamodbJson);
-        let request = match window {
-            None => request.export_type(ExportType::FullExport),
-            Some(ExportWindow { from, to }) => {
-                request.export_type(ExportType::IncrementalExport).incremental_export_specification(
-                    IncrementalExportSpecification::builder()
-                        .export_from_time(DateTime::from_secs(from))
-                        .export_to_time(DateTime::from_secs(to))
-                        .export_view_type(ExportViewType::NewImage)
-                        .build(),
-                )
-            }
-        };
-        let output = request.send().await.map_err(|e| error("ExportTableToPointInTime", &self.table, e))?;
+            .export_format(ExportFormat::DynamodbJson)
+            .export_type(export_type)
+            .set_incremental_export_specification(incremental)
+            .send()
+            .await
+            .map_err(|e| error("ExportTableToPointInTime", &self.table, e))?;
         let description = output.export_description;
         let export_time = description.as_ref().and_then(|d| d.export_time).map(|t| t.secs());
         let export_id = description.and_then(|d| d.export_arn).ok_or_else(|| TableExportError {
