@@ -75,6 +75,10 @@ pub const MIN_WINDOW_SECS: i64 = 15 * 60;
 /// DynamoDB's longest incremental export window: a run further behind catches up over
 /// the next runs, a day's window each.
 pub const MAX_WINDOW_SECS: i64 = 24 * 3600;
+/// How far behind now an incremental window ends: point-in-time recovery's latest
+/// restorable time trails the clock by up to about 5 minutes, and an `ExportToTime` after
+/// it (or a clock a little ahead of DynamoDB's) would be refused.
+pub const WINDOW_END_LAG_SECS: i64 = 5 * 60;
 /// Point-in-time recovery keeps 35 days (the most, and the template's setting): an
 /// incremental export cannot start earlier.
 pub const PITR_WINDOW_SECS: i64 = 35 * 86_400;
@@ -90,7 +94,7 @@ pub enum ExportChoice {
 
 /// The export a new run's table export should be, from `history` (newest first) at `now`:
 /// incremental from where the last completed import's table export ended (its
-/// `export_time`), up to `now` but at most 24 h; full when `full_due` says why the backend
+/// `export_time`), up to `now` less [`WINDOW_END_LAG_SECS`] but at most 24 h; full when `full_due` says why the backend
 /// needs the whole data, when the last import did not come from a table export with a
 /// recorded time, when less than 15 minutes passed since, or when that time is older
 /// than the point-in-time recovery window.
@@ -107,11 +111,13 @@ pub fn choose_export(history: &[Run], now: i64, full_due: Option<String>) -> Exp
             last.run_id
         ));
     };
+    let latest = now - WINDOW_END_LAG_SECS;
     let since = now - from;
-    if since < MIN_WINDOW_SECS {
+    if latest - from < MIN_WINDOW_SECS {
         return ExportChoice::Full(format!(
-            "{since} s since the last imported export (run {}); an incremental export needs at least {MIN_WINDOW_SECS} s",
-            last.run_id
+            "{since} s since the last imported export (run {}); an incremental export needs at least {} s",
+            last.run_id,
+            MIN_WINDOW_SECS + WINDOW_END_LAG_SECS
         ));
     }
     if since > PITR_WINDOW_SECS {
@@ -121,7 +127,7 @@ pub fn choose_export(history: &[Run], now: i64, full_due: Option<String>) -> Exp
             since as f64 / 86_400.0
         ));
     }
-    ExportChoice::Incremental(ExportWindow { from, to: now.min(from + MAX_WINDOW_SECS) })
+    ExportChoice::Incremental(ExportWindow { from, to: latest.min(from + MAX_WINDOW_SECS) })
 }
 
 /// One data file of a completed export.
@@ -236,7 +242,7 @@ mod tests {
             [imported("failed-import", false, Some(NOW - hour)), imported("r1", true, Some(NOW - 5 * hour))];
         assert_eq!(
             choose_export(&history, NOW, None),
-            ExportChoice::Incremental(ExportWindow { from: NOW - 5 * hour, to: NOW }),
+            ExportChoice::Incremental(ExportWindow { from: NOW - 5 * hour, to: NOW - WINDOW_END_LAG_SECS }),
             "the newest completed import counts, not a failed one"
         );
         let behind = [imported("r1", true, Some(NOW - 30 * hour))];
@@ -245,10 +251,10 @@ mod tests {
             ExportChoice::Incremental(ExportWindow { from: NOW - 30 * hour, to: NOW - 6 * hour }),
             "capped at 24 h; the next run catches up"
         );
-        let fifteen = [imported("r1", true, Some(NOW - MIN_WINDOW_SECS))];
+        let from = NOW - MIN_WINDOW_SECS - WINDOW_END_LAG_SECS;
         assert_eq!(
-            choose_export(&fifteen, NOW, None),
-            ExportChoice::Incremental(ExportWindow { from: NOW - MIN_WINDOW_SECS, to: NOW }),
+            choose_export(&[imported("r1", true, Some(from))], NOW, None),
+            ExportChoice::Incremental(ExportWindow { from, to: from + MIN_WINDOW_SECS }),
             "15 minutes exactly is allowed"
         );
     }
@@ -260,8 +266,8 @@ mod tests {
         assert!(full(choose_export(&[], NOW, None)).contains("nothing was imported"));
         let pending = [imported("r1", false, Some(NOW - 3600))];
         assert!(full(choose_export(&pending, NOW, None)).contains("nothing was imported"));
-        let soon = [imported("r1", true, Some(NOW - MIN_WINDOW_SECS + 1))];
-        assert!(full(choose_export(&soon, NOW, None)).contains("at least 900 s"));
+        let soon = [imported("r1", true, Some(NOW - MIN_WINDOW_SECS - WINDOW_END_LAG_SECS + 1))];
+        assert!(full(choose_export(&soon, NOW, None)).contains("at least 1200 s"));
         let old = [imported("r1", true, Some(NOW - PITR_WINDOW_SECS - 1))];
         assert!(full(choose_export(&old, NOW, None)).contains("point-in-time recovery"));
         let untimed = [imported("r1", true, None)];

@@ -27,7 +27,7 @@ use training_export::pipeline::{Deadline, Pipeline, Request, Settings};
 use training_export::run::{ImportMode, Run, RunState, TrainingMode};
 use training_export::runs::EmbeddedRunStore;
 use training_export::table_export::embedded::EmbeddedTableExporter;
-use training_export::table_export::{MAX_WINDOW_SECS, TableExporter};
+use training_export::table_export::{MAX_WINDOW_SECS, TableExporter, WINDOW_END_LAG_SECS};
 use training_export::trainer::{ModelTrainer, ModelVersion, TrainerError};
 
 const HOUR: i64 = 3600;
@@ -255,7 +255,7 @@ async fn the_second_run_exports_and_imports_only_what_was_written_since_the_firs
     let record = second.table_export.clone().unwrap();
     let window = record.incremental.expect("an incremental export");
     assert_eq!(window.from, from, "from the first run's export time");
-    assert!((now() - window.to).abs() < 60, "to now: {window:?}");
+    assert!((now() - WINDOW_END_LAG_SECS - window.to).abs() < 60, "to now, less the lag: {window:?}");
     assert_eq!(record.export_time, Some(window.to), "the next window starts at this one's end");
     assert_eq!(record.replaced_incremental, None);
 
@@ -324,7 +324,7 @@ async fn a_window_over_a_day_is_capped_and_the_next_run_catches_up() {
     assert_eq!(third.state, RunState::Done, "{third:?}");
     let window = third.table_export.as_ref().unwrap().incremental.expect("incremental");
     assert_eq!(window.from, start + MAX_WINDOW_SECS, "from where the capped window ended");
-    assert!((now() - window.to).abs() < 60, "caught up: {window:?}");
+    assert!((now() - WINDOW_END_LAG_SECS - window.to).abs() < 60, "caught up: {window:?}");
     assert_eq!(csv_rows(&world.objects(), &world.manifest(&third)), expected(&today));
     let modes: Vec<ImportMode> = world.personalize.imports.lock().unwrap().iter().map(|i| i.2).collect();
     assert_eq!(modes, [ImportMode::Full, ImportMode::Incremental, ImportMode::Incremental]);
