@@ -850,7 +850,8 @@ impl Pipeline {
         if manifest.incremental.is_some()
             && let Some(reason) = unimportable_delta(&manifest)
         {
-            return self.replace_incremental(run, reason).await;
+            let window = run.table_export.as_ref().and_then(|t| t.incremental);
+            return self.replace_incremental(run, window, reason).await;
         }
         run.export = Some(export_record(&plan, &manifest));
         tracing::info!(
@@ -907,13 +908,24 @@ impl Pipeline {
                 None => plan.prefix.clone(),
             };
             // The run id is the client token: a retried start finds the same export.
-            let record = self.start_table_export(exporter.as_ref(), &run.run_id, &prefix, window).await?;
-            run.table_export = Some(record);
+            match self.start_table_export(exporter.as_ref(), &run.run_id, &prefix, window).await {
+                Ok(record) => run.table_export = Some(record),
+                // Refused for good (a window PITR no longer covers, say): a full export
+                // instead, or every night would fail the same way.
+                Err(e) if window.is_some() && !e.retryable => {
+                    let reason = format!("DynamoDB refused it: {}", e.message);
+                    return Ok(ExportStep::TableExport(self.replace_incremental(run, window, reason).await?));
+                }
+                Err(e) => return Err(e),
+            }
             return Ok(ExportStep::TableExport(Progress::Moved));
         };
         let Some(manifest_key) = record.manifest_key.clone() else {
             return Ok(ExportStep::TableExport(match exporter.status(&record.export_arn).await? {
                 TableExportStatus::InProgress(what) => Progress::Wait(what),
+                TableExportStatus::Failed(reason) if record.incremental.is_some() => {
+                    self.replace_incremental(run, record.incremental, format!("it failed: {reason}")).await?
+                }
                 TableExportStatus::Failed(reason) => {
                     self.finished(run, RunState::Failed { step: Step::Export, reason }).await?
                 }
@@ -1005,16 +1017,21 @@ impl Pipeline {
         Ok(table_export::choose_export(&history, at, self.backend.full_export_due(&history, at)))
     }
 
-    /// The run's incremental export cannot be imported (`reason`): a full export replaces
-    /// it within the same run, under the run's usual prefix, so no data is skipped.
-    async fn replace_incremental(&self, run: &mut Run, reason: String) -> Result<Progress, StepFailure> {
+    /// The run's incremental export (of `window`) cannot be imported, or was refused or
+    /// failed (`reason`): a full export replaces it within the same run, under the run's
+    /// usual prefix, so no data is skipped.
+    async fn replace_incremental(
+        &self,
+        run: &mut Run,
+        window: Option<ExportWindow>,
+        reason: String,
+    ) -> Result<Progress, StepFailure> {
         let exporter = self.table_exporter.as_ref().ok_or_else(|| {
             StepFailure::permanent(format!("run {} has no table exporter to fall back with", run.run_id))
         })?;
-        let window = run.table_export.as_ref().and_then(|t| t.incremental);
         tracing::warn!(
             run_id = %run.run_id, incremental = ?window, %reason,
-            "the incremental export cannot be imported; a full export replaces it"
+            "the incremental export will not do; a full export replaces it"
         );
         let prefix = ExportPlan::new(&run.run_id).prefix;
         let token = format!("{}-full", run.run_id);

@@ -24,10 +24,12 @@ use training_export::events::LocalEvents;
 use training_export::manifest::Manifest;
 use training_export::personalize::{CampaignState, Personalize, PersonalizeError};
 use training_export::pipeline::{Deadline, Pipeline, Request, Settings};
-use training_export::run::{ImportMode, Run, RunState, TrainingMode};
+use training_export::run::{ExportWindow, ImportMode, Run, RunState, TrainingMode};
 use training_export::runs::EmbeddedRunStore;
 use training_export::table_export::embedded::EmbeddedTableExporter;
-use training_export::table_export::{MAX_WINDOW_SECS, TableExporter, WINDOW_END_LAG_SECS};
+use training_export::table_export::{
+    MAX_WINDOW_SECS, StartedExport, TableExportError, TableExportStatus, TableExporter, WINDOW_END_LAG_SECS,
+};
 use training_export::trainer::{ModelTrainer, ModelVersion, TrainerError};
 
 const HOUR: i64 = 3600;
@@ -422,4 +424,55 @@ async fn an_incremental_conversion_resumes_at_the_file_it_stopped_on() {
     assert_eq!(m.rows, 1_200, "every new row once");
     assert_eq!(csv_rows(&world.objects(), &m), expected(&new));
     assert_eq!(world.last_import().2, ImportMode::Incremental);
+}
+
+/// Refuses every incremental export for good, as DynamoDB does a window PITR does not
+/// cover (`InvalidExportTimeException`); full exports go through.
+struct RefusingIncremental(EmbeddedTableExporter);
+
+#[async_trait]
+impl TableExporter for RefusingIncremental {
+    async fn table_size_bytes(&self) -> Result<Option<u64>, TableExportError> {
+        self.0.table_size_bytes().await
+    }
+
+    async fn start(
+        &self,
+        client_token: &str,
+        s3_prefix: &str,
+        window: Option<ExportWindow>,
+    ) -> Result<StartedExport, TableExportError> {
+        if window.is_some() {
+            return Err(TableExportError {
+                message: "InvalidExportTimeException: ExportFromTime is before the earliest restorable time"
+                    .into(),
+                retryable: false,
+            });
+        }
+        self.0.start(client_token, s3_prefix, window).await
+    }
+
+    async fn status(&self, export_id: &str) -> Result<TableExportStatus, TableExportError> {
+        self.0.status(export_id).await
+    }
+}
+
+#[tokio::test]
+async fn an_incremental_export_dynamodb_refuses_is_replaced_by_a_full_one() {
+    let mut world = World::new(400);
+    let first = world.nightly().await;
+    world.exported_at(&first, now() - 2 * HOUR).await;
+    world.store.put_many_blocking(&rows(10_000, 1_200, now() - HOUR, 1)).unwrap();
+    let inner =
+        EmbeddedTableExporter::new(world.pipeline.interactions.clone(), world.pipeline.objects.clone());
+    world.pipeline.table_exporter = Some(Arc::new(RefusingIncremental(inner)));
+
+    let second = world.nightly().await;
+    assert_eq!(second.state, RunState::Done, "{second:?}");
+    let record = second.table_export.clone().unwrap();
+    assert_eq!(record.incremental, None);
+    let why = record.replaced_incremental.expect("recorded");
+    assert!(why.contains("InvalidExportTimeException"), "{why}");
+    assert_eq!(second.export.unwrap().rows, 2_700, "the whole table");
+    assert_eq!(world.last_import().2, ImportMode::Incremental, "by the row delta: 1,200 new rows");
 }
