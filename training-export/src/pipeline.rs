@@ -72,6 +72,11 @@ pub struct Settings {
     /// saved in this state. Only in builds with the `test-hooks` feature.
     #[cfg(feature = "test-hooks")]
     pub crash_after: Option<&'static str>,
+    /// Test hook: how far ahead of the system clock the table-export windows are reckoned,
+    /// to follow a stand-in whose clock was advanced (a window needs 15 minutes). Only in
+    /// builds with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub export_clock_offset_secs: i64,
 }
 
 impl Default for Settings {
@@ -87,6 +92,8 @@ impl Default for Settings {
             max_run_age: Duration::from_secs(DEFAULT_MAX_RUN_AGE_HOURS * 3600),
             #[cfg(feature = "test-hooks")]
             crash_after: None,
+            #[cfg(feature = "test-hooks")]
+            export_clock_offset_secs: 0,
         }
     }
 }
@@ -980,7 +987,7 @@ impl Pipeline {
         window: Option<ExportWindow>,
     ) -> Result<TableExportRecord, StepFailure> {
         let s3_prefix = format!("{prefix}/dynamodb");
-        let asked_at = now();
+        let asked_at = self.export_now();
         let started = exporter.start(client_token, &s3_prefix, window).await?;
         // A full export's data is as of its ExportTime; when the service does not say,
         // the time it was asked is no later, so the next window misses nothing.
@@ -1013,8 +1020,17 @@ impl Pipeline {
         }
         let history = self.runs.recent(HISTORY).await?;
         let history: Vec<Run> = history.into_iter().filter(|r| r.run_id != run.run_id).collect();
-        let at = now();
+        let at = self.export_now();
         Ok(table_export::choose_export(&history, at, self.backend.full_export_due(&history, at)))
+    }
+
+    /// The clock the table-export windows are reckoned by: the system's (ahead by the
+    /// `test-hooks` offset in tests against a stand-in).
+    fn export_now(&self) -> i64 {
+        #[cfg(feature = "test-hooks")]
+        return now() + self.settings.export_clock_offset_secs;
+        #[cfg(not(feature = "test-hooks"))]
+        now()
     }
 
     /// The run's incremental export (of `window`) cannot be imported, or was refused or
