@@ -637,6 +637,19 @@ def training_export_calls() -> list[list[Check]]:
         *(s3("PUT", f"/stack-data/exports/run-1/{key}", "x-id=PutObject")
           for key in ("csv/part-00000.csv", "parquet/part-00000.parquet", "parts/part-00000.ids", "parts/part-00000.json", "manifest.json")),
         s3("GET", "/stack-data/exports/run-1/parts/part-00000.json", "x-id=GetObject"),
+        # The incremental table export (since the last imported one): the same action, under exports/<run>/incremental/.
+        dynamodb("ExportTableToPointInTime", {"TableArn": ARNS["InteractionsTable.Arn"], "S3Bucket": "stack-data",
+                                              "S3Prefix": "exports/run-1/incremental/dynamodb", "ClientToken": "run-1",
+                                              "ExportFormat": "DYNAMODB_JSON", "ExportType": "INCREMENTAL_EXPORT",
+                                              "IncrementalExportSpecification": {"ExportFromTime": 1796000000, "ExportToTime": 1796086400,
+                                                                                 "ExportViewType": "NEW_IMAGE"}}),
+        s3("GET", f"/stack-data/exports/run-1/incremental/dynamodb/AWSDynamoDB/01733333333333-abcdef12/manifest-summary.json", "x-id=GetObject"),
+        *(s3("PUT", f"/stack-data/exports/run-1/incremental/{key}", "x-id=PutObject")
+          for key in ("csv/part-00000.csv", "parquet/part-00000.parquet", "parts/part-00000.ids", "parts/part-00000.json", "manifest.json")),
+        # Its fallback, a full export in the same run: the run's usual prefix, another client token.
+        dynamodb("ExportTableToPointInTime", {"TableArn": ARNS["InteractionsTable.Arn"], "S3Bucket": "stack-data",
+                                              "S3Prefix": "exports/run-1/dynamodb", "ClientToken": "run-1-full",
+                                              "ExportFormat": "DYNAMODB_JSON", "ExportType": "FULL_EXPORT"}),
         dynamodb("TransactWriteItems", transact),
         *(dynamodb(op, {"TableName": "stack-runs", "Key": {}}) for op in ("GetItem", "PutItem", "Query")),
         s3("PUT", "/stack-data/exports/run-1/part-0.csv", "x-id=PutObject"),
@@ -652,6 +665,9 @@ def training_export_calls() -> list[list[Check]]:
                                                "dataSource": {"dataLocation": "s3://stack-data/exports/run-1/"}, "roleArn": ARNS["PersonalizeImportRole.Arn"]}),
         personalize("CreateDatasetImportJob", {"jobName": "stack-import-run-1", "datasetArn": ARNS["InteractionsDataset.DatasetArn"],
                                                "dataSource": {"dataLocation": "s3://stack-data/exports/run-1/csv/"}, "roleArn": ARNS["PersonalizeImportRole.Arn"]}),
+        personalize("CreateDatasetImportJob", {"jobName": "stack-import-run-1", "datasetArn": ARNS["InteractionsDataset.DatasetArn"],
+                                               "dataSource": {"dataLocation": "s3://stack-data/exports/run-1/incremental/csv/"},
+                                               "roleArn": ARNS["PersonalizeImportRole.Arn"], "importMode": "INCREMENTAL"}),
         personalize("DescribeDatasetImportJob", {"datasetImportJobArn": f"{P}:dataset-import-job/stack-import-run-1"}),
         personalize("CreateSolutionVersion", {"name": "run-1", "solutionArn": ARNS["Solution.SolutionArn"], "trainingMode": "FULL"}),
         personalize("ListSolutionVersions", {"solutionArn": ARNS["Solution.SolutionArn"]}),

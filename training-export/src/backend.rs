@@ -87,4 +87,11 @@ pub trait ModelBackend: Send + Sync {
     /// Puts `target` live (also how a rollback puts the previous version back).
     /// Asked again until it answers Done or Failed.
     async fn deploy(&self, target: &str) -> Result<Deployment, BackendError>;
+    /// Why a new run must export the whole table rather than only what was written since
+    /// the last imported export (`history`: the latest runs, newest first), or `None`
+    /// when a delta-only export will do. By default the whole table: a backend that
+    /// trains from the export itself needs all of it.
+    fn full_export_due(&self, _history: &[Run], _now: i64) -> Option<String> {
+        Some(format!("the {:?} backend trains on the whole export", self.kind()))
+    }
 }

@@ -222,6 +222,7 @@ mod tests {
             rows_with_event_value: 300,
             event_types: BTreeMap::new(),
             rejected: RejectedSummary::default(),
+            incremental: None,
         }
     }
 

@@ -97,6 +97,13 @@ pub struct ExportPlan {
     pub delta_overlap_secs: i64,
 }
 
+/// The key prefix of a run's delta-only export (an incremental table export): beside
+/// the run's whole export, so a run that falls back to a full export writes it where a
+/// whole export always goes, and never mixes their parts.
+pub fn incremental_prefix(run_id: &str) -> String {
+    format!("exports/{run_id}/incremental")
+}
+
 impl ExportPlan {
     pub fn new(run_id: &str) -> Self {
         Self {
@@ -406,6 +413,7 @@ pub(crate) fn assemble_manifest(
     files: Files,
     summary: TallySummary,
     tally: &Tally,
+    incremental: Option<crate::manifest::IncrementalScope>,
 ) -> Manifest {
     let Files { csv, parquet, delta } = files;
     Manifest {
@@ -433,6 +441,7 @@ pub(crate) fn assemble_manifest(
         rows_with_event_value: summary.with_value,
         event_types: summary.event_types,
         rejected: summary.rejected,
+        incremental,
     }
 }
 
@@ -451,7 +460,7 @@ where
 {
     let pages = pages.map(|page| page.map_err(ExportError::Scan));
     let (files, tally) = write_files(pages, objects, plan, &plan.whole_files(), progress).await?;
-    let manifest = assemble_manifest(plan, files, tally.summary(), &tally);
+    let manifest = assemble_manifest(plan, files, tally.summary(), &tally, None);
     objects.put(&plan.key(MANIFEST_FILE), &manifest.to_json()).await.map_err(ExportError::Upload)?;
     if manifest.rejected.count > 0 {
         tracing::warn!(

@@ -88,6 +88,19 @@ pub struct DeltaSummary {
     pub file: ExportedFile,
 }
 
+/// What a delta-only export (an incremental table export) holds: the items written from
+/// `from` (inclusive) to `to` (exclusive), as new images. Its CSV is imported INCREMENTAL
+/// into a dataset that has the earlier data; it is not the whole data set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncrementalScope {
+    pub from: i64,
+    pub to: i64,
+    /// Deletes in the window (a line with no new image): skipped, since Personalize's
+    /// INCREMENTAL import only adds and replaces.
+    pub deletes_skipped: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
@@ -118,6 +131,9 @@ pub struct Manifest {
     pub rows_with_event_value: u64,
     pub event_types: BTreeMap<String, u64>,
     pub rejected: RejectedSummary,
+    /// Set when the export is delta-only; absent for a whole-table export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalScope>,
 }
 
 /// Why an export must not reach Personalize. Never retryable: the same data fails
@@ -149,13 +165,15 @@ impl Manifest {
 
     /// Checks Personalize's import and training minimums against the export's own
     /// counts, before anything is imported. Reports every problem, not just the first.
+    /// A delta-only export is not checked for the training minimum of users (the dataset
+    /// it is added to has the earlier data); every other rule applies.
     pub fn validate(&self) -> Result<(), ValidationFailure> {
         let mut problems = Vec::new();
         if self.rows < MIN_INTERACTIONS {
             problems
                 .push(format!("{} interactions; Personalize needs at least {MIN_INTERACTIONS}", self.rows));
         }
-        if self.users_with_two_or_more < MIN_USERS_WITH_TWO {
+        if self.incremental.is_none() && self.users_with_two_or_more < MIN_USERS_WITH_TWO {
             problems.push(format!(
                 "{} users with 2 or more interactions; Personalize needs at least {MIN_USERS_WITH_TWO}",
                 self.users_with_two_or_more
@@ -212,7 +230,23 @@ pub(crate) mod tests {
             rows_with_event_value: 0,
             event_types: BTreeMap::from([("enrolled".into(), 1_000)]),
             rejected: RejectedSummary::default(),
+            incremental: None,
         }
+    }
+
+    #[test]
+    fn a_delta_only_export_needs_no_minimum_of_users_but_keeps_the_other_rules() {
+        let mut m = valid();
+        m.users_with_two_or_more = 3;
+        assert!(m.validate().is_err(), "a whole export needs 25 users with two");
+        m.incremental = Some(IncrementalScope { from: 1, to: 2, deletes_skipped: 0 });
+        assert_eq!(m.validate(), Ok(()));
+        m.max_user_id_chars = 257;
+        assert!(m.validate().unwrap_err().to_string().contains("USER_ID"));
+        m.max_user_id_chars = 10;
+        m.rows = 999;
+        m.csv.rows = 999;
+        assert!(m.validate().unwrap_err().to_string().contains("999 interactions"));
     }
 
     #[test]

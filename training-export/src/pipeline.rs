@@ -25,16 +25,17 @@ use artifacts::ObjectStore;
 use serde::Serialize;
 use store::InteractionSource;
 
+use crate::backend::personalize::{INCREMENTAL_MAX_BYTES, INCREMENTAL_MIN_ROWS};
 use crate::backend::{BackendError, Deployment, JobStatus, ModelBackend, Preparation};
 use crate::events::{PipelineEvent, PipelineEvents};
 use crate::export::{self, ExportError, ExportPlan};
 use crate::manifest::Manifest;
 use crate::run::{
-    Backend, DeployRecord, ExportRecord, FallbackRecord, GateRecord, Run, RunKind, RunState, Step,
-    TableExportRecord, new_run_id,
+    Backend, DeployRecord, ExportRecord, ExportWindow, FallbackRecord, GateRecord, Run, RunKind, RunState,
+    Step, TableExportRecord, new_run_id,
 };
 use crate::runs::{RunStore, RunStoreError};
-use crate::table_export::{self, TableExportError, TableExportStatus, TableExporter};
+use crate::table_export::{self, ExportChoice, TableExportError, TableExportStatus, TableExporter};
 use crate::trainer::ModelTrainer;
 
 /// How many past runs the decisions (import mode, weekly FULL, rollback) look at.
@@ -71,6 +72,11 @@ pub struct Settings {
     /// saved in this state. Only in builds with the `test-hooks` feature.
     #[cfg(feature = "test-hooks")]
     pub crash_after: Option<&'static str>,
+    /// Test hook: how far ahead of the system clock the table-export windows are reckoned,
+    /// to follow a stand-in whose clock was advanced (a window needs 15 minutes). Only in
+    /// builds with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub export_clock_offset_secs: i64,
 }
 
 impl Default for Settings {
@@ -86,6 +92,8 @@ impl Default for Settings {
             max_run_age: Duration::from_secs(DEFAULT_MAX_RUN_AGE_HOURS * 3600),
             #[cfg(feature = "test-hooks")]
             crash_after: None,
+            #[cfg(feature = "test-hooks")]
+            export_clock_offset_secs: 0,
         }
     }
 }
@@ -742,7 +750,18 @@ impl Pipeline {
                 if run.fallback_model.is_none()
                     && let Some(trainer) = &self.fallback_models
                 {
-                    run.fallback_model = Some(self.refresh_fallback(run, trainer.as_ref()).await);
+                    run.fallback_model = Some(match run.export.as_ref().and_then(|e| e.incremental) {
+                        Some(w) => {
+                            let error = format!(
+                                "the export is delta-only (written from {} to {}): the fallback model \
+                                 keeps its previous version until the weekly full export",
+                                w.from, w.to
+                            );
+                            tracing::info!(run_id = %run.run_id, %error, "fallback model not refreshed");
+                            FallbackRecord { version: None, error: Some(error) }
+                        }
+                        None => self.refresh_fallback(run, trainer.as_ref()).await,
+                    });
                     // Saved before the preparation starts, so a retry does not train it again.
                     return Ok(Progress::Moved);
                 }
@@ -807,7 +826,11 @@ impl Pipeline {
 
     async fn export(&self, run: &mut Run) -> Result<Progress, StepFailure> {
         let mut plan = ExportPlan::new(&run.run_id);
-        plan.delta_since = run.delta_since;
+        match run.table_export.as_ref().and_then(|t| t.incremental) {
+            // Delta-only: its CSV folder is the delta, under a prefix of its own.
+            Some(_) => plan.prefix = export::incremental_prefix(&run.run_id),
+            None => plan.delta_since = run.delta_since,
+        }
         // An export whose manifest exists finished before a crash: keep it.
         let manifest = match export::read_manifest(self.objects.as_ref(), &plan.prefix).await {
             Ok(m) if m.run_id == run.run_id => {
@@ -831,6 +854,12 @@ impl Pipeline {
                 export::export(pages, self.objects.as_ref(), &plan, &report).await?
             }
         };
+        if manifest.incremental.is_some()
+            && let Some(reason) = unimportable_delta(&manifest)
+        {
+            let window = run.table_export.as_ref().and_then(|t| t.incremental);
+            return self.replace_incremental(run, window, reason).await;
+        }
         run.export = Some(export_record(&plan, &manifest));
         tracing::info!(
             run_id = %run.run_id, rows = manifest.rows, users = manifest.distinct_users,
@@ -874,22 +903,36 @@ impl Pipeline {
             ))
         })?;
         let Some(mut record) = run.table_export.clone() else {
-            let s3_prefix = format!("{}/dynamodb", plan.prefix);
+            let window = match self.export_choice(run).await? {
+                ExportChoice::Incremental(window) => Some(window),
+                ExportChoice::Full(why) => {
+                    tracing::info!(run_id = %run.run_id, reason = %why, "a full table export");
+                    None
+                }
+            };
+            let prefix = match window {
+                Some(_) => export::incremental_prefix(&run.run_id),
+                None => plan.prefix.clone(),
+            };
             // The run id is the client token: a retried start finds the same export.
-            let export_arn = exporter.start(&run.run_id, &s3_prefix).await?;
-            tracing::info!(run_id = %run.run_id, %export_arn, "table export started");
-            run.table_export = Some(TableExportRecord {
-                export_arn,
-                s3_prefix,
-                manifest_key: None,
-                data_files: None,
-                converted: 0,
-            });
+            match self.start_table_export(exporter.as_ref(), &run.run_id, &prefix, window).await {
+                Ok(record) => run.table_export = Some(record),
+                // Refused for good (a window PITR no longer covers, say): a full export
+                // instead, or every night would fail the same way.
+                Err(e) if window.is_some() && !e.retryable => {
+                    let reason = format!("DynamoDB refused it: {}", e.message);
+                    return Ok(ExportStep::TableExport(self.replace_incremental(run, window, reason).await?));
+                }
+                Err(e) => return Err(e),
+            }
             return Ok(ExportStep::TableExport(Progress::Moved));
         };
         let Some(manifest_key) = record.manifest_key.clone() else {
             return Ok(ExportStep::TableExport(match exporter.status(&record.export_arn).await? {
                 TableExportStatus::InProgress(what) => Progress::Wait(what),
+                TableExportStatus::Failed(reason) if record.incremental.is_some() => {
+                    self.replace_incremental(run, record.incremental, format!("it failed: {reason}")).await?
+                }
                 TableExportStatus::Failed(reason) => {
                     self.finished(run, RunState::Failed { step: Step::Export, reason }).await?
                 }
@@ -930,8 +973,91 @@ impl Pipeline {
             return Ok(ExportStep::TableExport(Progress::Moved));
         }
         Ok(ExportStep::Assembled(Box::new(
-            export::convert::assemble(self.objects.as_ref(), plan, total).await?,
+            export::convert::assemble(self.objects.as_ref(), plan, total, record.incremental).await?,
         )))
+    }
+
+    /// Starts a table export (of the whole table, or of `window`) under `prefix` and
+    /// returns the run's record of it.
+    async fn start_table_export(
+        &self,
+        exporter: &dyn TableExporter,
+        client_token: &str,
+        prefix: &str,
+        window: Option<ExportWindow>,
+    ) -> Result<TableExportRecord, StepFailure> {
+        let s3_prefix = format!("{prefix}/dynamodb");
+        let asked_at = self.export_now();
+        let started = exporter.start(client_token, &s3_prefix, window).await?;
+        // A full export's data is as of its ExportTime; when the service does not say,
+        // the time it was asked is no later, so the next window misses nothing.
+        let export_time = match window {
+            Some(w) => w.to,
+            None => started.export_time.unwrap_or(asked_at),
+        };
+        tracing::info!(
+            export_arn = %started.export_id, incremental = ?window, export_time,
+            "table export started"
+        );
+        Ok(TableExportRecord {
+            export_arn: started.export_id,
+            s3_prefix,
+            manifest_key: None,
+            data_files: None,
+            converted: 0,
+            export_time: Some(export_time),
+            incremental: window,
+            replaced_incremental: None,
+        })
+    }
+
+    /// Full or incremental, for a run starting its table export: incremental only for a
+    /// nightly run whose backend does not need the whole table now (see
+    /// [`table_export::choose_export`] and [`ModelBackend::full_export_due`]).
+    async fn export_choice(&self, run: &Run) -> Result<ExportChoice, StepFailure> {
+        if run.kind != RunKind::Full {
+            return Ok(ExportChoice::Full("an export-only run exports the whole table".into()));
+        }
+        let history = self.runs.recent(HISTORY).await?;
+        let history: Vec<Run> = history.into_iter().filter(|r| r.run_id != run.run_id).collect();
+        let at = self.export_now();
+        Ok(table_export::choose_export(&history, at, self.backend.full_export_due(&history, at)))
+    }
+
+    /// The clock the table-export windows are reckoned by: the system's (ahead by the
+    /// `test-hooks` offset in tests against a stand-in).
+    fn export_now(&self) -> i64 {
+        #[cfg(feature = "test-hooks")]
+        return now() + self.settings.export_clock_offset_secs;
+        #[cfg(not(feature = "test-hooks"))]
+        now()
+    }
+
+    /// The run's incremental export (of `window`) cannot be imported, or was refused or
+    /// failed (`reason`): a full export replaces it within the same run, under the run's
+    /// usual prefix, so no data is skipped.
+    async fn replace_incremental(
+        &self,
+        run: &mut Run,
+        window: Option<ExportWindow>,
+        reason: String,
+    ) -> Result<Progress, StepFailure> {
+        let exporter = self.table_exporter.as_ref().ok_or_else(|| {
+            StepFailure::permanent(format!("run {} has no table exporter to fall back with", run.run_id))
+        })?;
+        tracing::warn!(
+            run_id = %run.run_id, incremental = ?window, %reason,
+            "the incremental export will not do; a full export replaces it"
+        );
+        let prefix = ExportPlan::new(&run.run_id).prefix;
+        let token = format!("{}-full", run.run_id);
+        let mut record = self.start_table_export(exporter.as_ref(), &token, &prefix, None).await?;
+        record.replaced_incremental = Some(match window {
+            Some(w) => format!("the incremental export from {} to {}: {reason}", w.from, w.to),
+            None => reason,
+        });
+        run.table_export = Some(record);
+        Ok(Progress::Moved)
     }
 
     /// Trains the embedded model on this run's export and publishes it for the API's
@@ -1031,7 +1157,18 @@ fn export_record(plan: &ExportPlan, m: &Manifest) -> ExportRecord {
         delta_size: m.delta.as_ref().map(|d| d.file.size),
         delta_new_rows: m.delta.as_ref().map(|d| d.new_rows),
         rejected: m.rejected.count,
+        incremental: m.incremental.as_ref().map(|s| ExportWindow { from: s.from, to: s.to }),
     }
+}
+
+/// Why a delta-only export cannot be imported INCREMENTAL, if it cannot: Personalize needs
+/// 1,000 records in an import job and takes at most 1 GB incrementally.
+fn unimportable_delta(m: &Manifest) -> Option<String> {
+    if m.rows < INCREMENTAL_MIN_ROWS {
+        return Some(format!("{} new rows; an import job needs at least {INCREMENTAL_MIN_ROWS}", m.rows));
+    }
+    (m.csv.size >= INCREMENTAL_MAX_BYTES)
+        .then(|| format!("{} bytes; an INCREMENTAL import takes under {INCREMENTAL_MAX_BYTES}", m.csv.size))
 }
 
 /// Passes when there is nothing live to compare with, or when the candidate is at

@@ -126,6 +126,19 @@ pub struct ExportRecord {
     pub delta_size: Option<u64>,
     pub delta_new_rows: Option<u64>,
     pub rejected: u64,
+    /// Set when the export is delta-only (an incremental table export): its CSV folder
+    /// holds only the items written in this window, and is imported INCREMENTAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<ExportWindow>,
+}
+
+/// The window of an incremental table export: the items written from `from` (inclusive)
+/// to `to` (exclusive), epoch seconds, as DynamoDB's `ExportFromTime` / `ExportToTime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportWindow {
+    pub from: i64,
+    pub to: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,6 +259,18 @@ pub struct TableExportRecord {
     /// convert is this index.
     #[serde(default)]
     pub converted: u32,
+    /// The time the export's data is as of: DynamoDB's `ExportTime` for a full export,
+    /// the window's end (`ExportToTime`) for an incremental one. The next run's
+    /// incremental export starts there. Absent in runs from before incremental exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_time: Option<i64>,
+    /// Set for an incremental export (`INCREMENTAL_EXPORT`, `NEW_IMAGE`): its window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<ExportWindow>,
+    /// Why this run's incremental export was replaced by this full one (too few rows for
+    /// an import job, or too big for an INCREMENTAL import), when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_incremental: Option<String>,
 }
 
 /// What became of a run's fallback-model refresh.

@@ -69,7 +69,24 @@ impl ModelBackend for PersonalizeBackend {
         Backend::Personalize
     }
 
+    /// A weekly whole-table export (`full_training_every_days`) keeps the fallback model
+    /// and the dataset in step with the table; so does every FULL training (UPDATE mode's
+    /// weekly FULL one). In between, Personalize's dataset already has the earlier rows.
+    fn full_export_due(&self, history: &[Run], now: i64) -> Option<String> {
+        full_export_due(&self.settings, history, now)
+    }
+
     async fn prepare(&self, run: &Run, export: &ExportRecord) -> Result<Preparation, BackendError> {
+        if export.incremental.is_some()
+            && (export.rows < INCREMENTAL_MIN_ROWS || export.csv_size >= INCREMENTAL_MAX_BYTES)
+        {
+            // The export step falls back to a full export before this; a FULL import of a
+            // delta-only export would replace the dataset with the delta.
+            return Err(BackendError::permanent(format!(
+                "run {}: a delta-only export of {} rows ({} bytes) cannot be imported INCREMENTAL",
+                run.run_id, export.rows, export.csv_size
+            )));
+        }
         let (mode, key) = choose_import(export, run.delta_since.is_some());
         let name = format!("{}-import-{}", self.settings.name_prefix, run.run_id);
         let source = self.objects.location(&key);
@@ -153,9 +170,14 @@ impl ModelBackend for PersonalizeBackend {
     }
 }
 
-/// FULL the first time; INCREMENTAL (the delta file) when it carries at least 1,000
-/// new rows and is under 1 GB; FULL (the whole file) otherwise.
+/// INCREMENTAL of the CSV folder for a delta-only export (an incremental table export,
+/// which exists only after an import); otherwise FULL the first time; INCREMENTAL (the
+/// delta file) when it carries at least 1,000 new rows and is under 1 GB; FULL (the
+/// whole file) otherwise.
 pub fn choose_import(export: &ExportRecord, imported_before: bool) -> (ImportMode, String) {
+    if export.incremental.is_some() {
+        return (ImportMode::Incremental, export.csv_key.clone());
+    }
     if imported_before
         && let (Some(key), Some(size), Some(new_rows)) =
             (&export.delta_key, export.delta_size, export.delta_new_rows)
@@ -191,6 +213,37 @@ pub fn choose_training_mode(
     }
 }
 
+/// Why the next run must export the whole table: in UPDATE training mode, its weekly
+/// FULL training is due; in either mode, no completed FULL import is younger than
+/// `full_training_every_days`.
+///
+/// In FULL training mode every training is FULL, yet Personalize trains on its whole
+/// dataset, not on the export: what the weekly rule protects is the dataset's and the
+/// fallback model's agreement with the table, so the age of the last FULL import decides.
+pub fn full_export_due(settings: &PersonalizeSettings, history: &[Run], now: i64) -> Option<String> {
+    let every = i64::from(settings.full_training_every_days) * 86_400;
+    if settings.training_mode == TrainingMode::Update
+        && choose_training_mode(settings.training_mode, history, now, settings.full_training_every_days)
+            == TrainingMode::Full
+    {
+        return Some("a FULL training is due".into());
+    }
+    let last_full_import = history
+        .iter()
+        .filter(|r| r.backend == Backend::Personalize)
+        .filter(|r| r.import.as_ref().is_some_and(|i| i.completed && i.mode == ImportMode::Full))
+        .map(|r| r.created_at)
+        .max();
+    match last_full_import {
+        Some(at) if now - at < every => None,
+        Some(_) => Some(format!(
+            "the last FULL import is {} days old or more (the weekly full export)",
+            settings.full_training_every_days
+        )),
+        None => Some("no FULL import yet".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +262,7 @@ mod tests {
             delta_size: delta.map(|(_, size)| size),
             delta_new_rows: delta.map(|(rows, _)| rows),
             rejected: 0,
+            incremental: None,
         }
     }
 
@@ -224,6 +278,54 @@ mod tests {
             "too few new rows"
         );
         assert_eq!(choose_import(&export(Some((5_000, 1 << 30))), true).0, ImportMode::Full, "1 GB or more");
+        let mut delta_only = export(None);
+        delta_only.incremental = Some(crate::run::ExportWindow { from: 1, to: 2 });
+        let (mode, key) = choose_import(&delta_only, true);
+        assert_eq!((mode, key.as_str()), (ImportMode::Incremental, "exports/r/interactions.csv"));
+    }
+
+    #[test]
+    fn a_full_export_is_due_weekly_and_with_every_full_training() {
+        let day = 86_400;
+        let now = 100 * day;
+        let imported = |mode, at, training| {
+            let mut r = Run::new("r".into(), RunKind::Full, Backend::Personalize, "t", RunState::Done, at);
+            r.import = Some(ImportRecord {
+                job_name: "j".into(),
+                job_arn: None,
+                mode,
+                source: "s".into(),
+                max_timestamp: None,
+                completed: true,
+            });
+            r.training = Some(TrainingRecord {
+                name: "n".into(),
+                version: None,
+                mode: training,
+                completed: true,
+                metrics: BTreeMap::new(),
+            });
+            r
+        };
+        let full = PersonalizeSettings::default();
+        let update = PersonalizeSettings { training_mode: TrainingMode::Update, ..full.clone() };
+        assert!(full_export_due(&full, &[], now).is_some(), "nothing imported");
+        let recent = [
+            imported(ImportMode::Incremental, now - day, TrainingMode::Full),
+            imported(ImportMode::Full, now - 6 * day, TrainingMode::Full),
+        ];
+        assert_eq!(full_export_due(&full, &recent, now), None);
+        assert_eq!(full_export_due(&update, &recent, now), None, "a FULL training 6 days ago");
+        let old = [
+            imported(ImportMode::Incremental, now - day, TrainingMode::Full),
+            imported(ImportMode::Full, now - 7 * day, TrainingMode::Full),
+        ];
+        assert!(full_export_due(&full, &old, now).unwrap().contains("weekly"));
+        let update_due = [
+            imported(ImportMode::Incremental, now - day, TrainingMode::Update),
+            imported(ImportMode::Full, now - 2 * day, TrainingMode::Update),
+        ];
+        assert!(full_export_due(&update, &update_due, now).unwrap().contains("FULL training"));
     }
 
     #[test]

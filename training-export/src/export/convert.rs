@@ -17,6 +17,11 @@
 //! not at all, so converting a file again (after a crash in the middle of it) replaces
 //! its part: no duplicate, no partial part is ever visible. The part's record is written
 //! after its files; the run's checkpoint after the record.
+//!
+//! An incremental export's files convert the same way (their lines carry a `NewImage`);
+//! a delete (a line with `Keys` and no `NewImage`) is skipped and counted, not rejected.
+//! Its parts go under the run's [`super::incremental_prefix`], and its manifest says it
+//! is delta-only ([`IncrementalScope`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,7 +36,8 @@ use store::{RejectedRecord, ScanPage};
 use super::{
     ExportError, ExportPlan, FileKeys, Files, MANIFEST_FILE, Tally, TallySummary, assemble_manifest,
 };
-use crate::manifest::{ExportedFile, Manifest};
+use crate::manifest::{ExportedFile, IncrementalScope, Manifest};
+use crate::run::ExportWindow;
 use crate::table_export::DataFile;
 
 /// Interactions handed from the decoding thread to the writers at a time.
@@ -56,6 +62,9 @@ struct PartRecord {
     data_file: String,
     files: Files,
     summary: TallySummary,
+    /// Deletes in an incremental export's file, skipped.
+    #[serde(default)]
+    deletes_skipped: u64,
 }
 
 /// Converts the data file `data_file` (the `index`th of the export) into its part and
@@ -85,8 +94,8 @@ pub async fn convert_file(
     let written = super::write_files(pages, objects, plan, &part_files(plan, index), &|_| {}).await;
     let decoded =
         decoder.await.map_err(|e| ExportError::Input { key: key.clone(), message: e.to_string() })?;
-    let (files, tally) = match (written, decoded) {
-        (Ok(written), Ok(())) => written,
+    let (files, tally, deletes_skipped) = match (written, decoded) {
+        (Ok((files, tally)), Ok(deletes)) => (files, tally, deletes),
         (Err(e), _) => return Err(e),
         // The writers finished on a stream that ended early: the part is not whole, and the
         // run fails here before its record is written (a redo would fail the same way).
@@ -94,7 +103,7 @@ pub async fn convert_file(
     };
     mid_file();
     let rows = files.csv.rows;
-    let record = PartRecord { data_file: key, files, summary: tally.summary() };
+    let record = PartRecord { data_file: key, files, summary: tally.summary(), deletes_skipped };
     let json = serde_json::to_vec(&record).expect("a part record serializes");
     objects
         .put(&part_key(plan, "parts", index, "ids"), &encode_ids(&tally))
@@ -105,12 +114,15 @@ pub async fn convert_file(
 }
 
 /// Writes `manifest.json` for the `parts` converted parts, from their records: the same
-/// fields as a one-pass export's, the files listing their parts.
+/// fields as a one-pass export's, the files listing their parts; with `incremental`, the
+/// window of the delta-only export they came from.
 pub async fn assemble(
     objects: &dyn ObjectStore,
     plan: &ExportPlan,
     parts: u32,
+    incremental: Option<ExportWindow>,
 ) -> Result<Manifest, ExportError> {
+    let mut deletes_skipped = 0;
     let mut tally = Tally::default();
     let mut summary = TallySummary::default();
     let (mut csv, mut parquet, mut delta) = (Vec::new(), Vec::new(), Vec::new());
@@ -131,6 +143,7 @@ pub async fn assemble(
             .ok_or_else(|| ExportError::Input { key: ids_key, message: "not a part's id counts".into() })?;
         tally.merge_ids(users, items);
         summary.merge(record.summary);
+        deletes_skipped += record.deletes_skipped;
         csv.push(record.files.csv);
         parquet.extend(record.files.parquet);
         if let Some((file, n)) = record.files.delta {
@@ -145,15 +158,21 @@ pub async fn assemble(
         .then(|| ExportedFile::in_parts(folder("parquet"), parquet));
     let delta = plan.delta_since.map(|_| (ExportedFile::in_parts(folder("delta"), delta), new_rows));
     let files = Files { csv: ExportedFile::in_parts(folder("csv"), csv), parquet, delta };
-    let manifest = assemble_manifest(plan, files, summary, &tally);
+    let scope = incremental.map(|w| IncrementalScope { from: w.from, to: w.to, deletes_skipped });
+    let manifest = assemble_manifest(plan, files, summary, &tally, scope);
     objects.put(&plan.key(MANIFEST_FILE), &manifest.to_json()).await.map_err(ExportError::Upload)?;
     Ok(manifest)
 }
 
 /// One line of a DynamoDB JSON export: `{"Item": {...}}` (full export), or
-/// `{"Keys": ..., "NewImage": {...}}` (incremental).
+/// `{"Metadata": ..., "Keys": ..., "NewImage": {...}}` (incremental; no `NewImage` for a
+/// delete).
 #[derive(Deserialize)]
 struct ExportLine<'a> {
+    #[serde(rename = "Metadata", default)]
+    metadata: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "Keys", default)]
+    keys: Option<serde::de::IgnoredAny>,
     #[serde(rename = "Item", borrow, default)]
     item: Option<HashMap<Cow<'a, str>, JsonAttribute<'a>>>,
     #[serde(rename = "NewImage", borrow, default)]
@@ -184,9 +203,11 @@ impl JsonAttribute<'_> {
 }
 
 /// Decompresses and decodes one data file, handing pages to `send` (which says whether
-/// to go on). A line that is not an item is rejected by its position, as a stored record
-/// that does not parse is by its key; a file that is not gzip fails the conversion.
-fn decode(compressed: &[u8], key: &str, send: &mut dyn FnMut(ScanPage) -> bool) -> Result<(), ExportError> {
+/// to go on); returns how many deletes it skipped. A line that is not an item is rejected
+/// by its position, as a stored record that does not parse is by its key; a file that is
+/// not gzip fails the conversion.
+fn decode(compressed: &[u8], key: &str, send: &mut dyn FnMut(ScanPage) -> bool) -> Result<u64, ExportError> {
+    let mut deletes = 0;
     let mut lines = std::io::BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(compressed));
     let mut page = ScanPage::default();
     let mut line = String::new();
@@ -213,17 +234,18 @@ fn decode(compressed: &[u8], key: &str, send: &mut dyn FnMut(ScanPage) -> bool) 
                     Err(reason) => page.rejected.push(RejectedRecord { key: item::key_of(get), reason }),
                 }
             }
+            Ok(ExportLine { metadata: Some(_), keys: Some(_), .. }) => deletes += 1,
             Ok(_) => page.rejected.push(reject("the line has no Item".into())),
             Err(e) => page.rejected.push(reject(format!("not DynamoDB JSON: {e}"))),
         }
         if page.interactions.len() + page.rejected.len() >= PAGE_ROWS && !send(std::mem::take(&mut page)) {
-            return Ok(());
+            return Ok(deletes);
         }
     }
     if !page.interactions.is_empty() || !page.rejected.is_empty() {
         send(page);
     }
-    Ok(())
+    Ok(deletes)
 }
 
 const IDS_MAGIC: &[u8; 8] = b"TXIDS01\n";
@@ -312,6 +334,24 @@ mod tests {
         assert_eq!(reasons[2].0, "d.json.gz:5");
         assert!(reasons[2].1.starts_with("not DynamoDB JSON"), "{reasons:?}");
         assert_eq!(reasons[3], ("s-4/e-4", "itemId is not a string"));
+    }
+
+    #[test]
+    fn incremental_lines_decode_their_new_image_and_deletes_are_skipped_and_counted() {
+        let new_image = r#"{"Metadata":{"WriteTimestampMicros":{"N":"1767225600000000"}},"Keys":{"userId":{"S":"s-1"},"eventId":{"S":"e-1"}},"NewImage":{"userId":{"S":"s-1"},"eventId":{"S":"e-1"},"itemId":{"S":"cs-101"},"timestamp":{"N":"1767225600"},"eventType":{"S":"enrolled"}}}"#;
+        let delete = r#"{"Metadata":{"WriteTimestampMicros":{"N":"1767225600000001"}},"Keys":{"userId":{"S":"s-2"},"eventId":{"S":"e-2"}}}"#;
+        let text = format!("{new_image}\n{delete}\n{delete}\n");
+        let mut all = ScanPage::default();
+        let deletes = decode(&gz(&text), "d.json.gz", &mut |p| {
+            all.interactions.extend(p.interactions);
+            all.rejected.extend(p.rejected);
+            true
+        })
+        .unwrap();
+        assert_eq!(deletes, 2);
+        assert_eq!(all.interactions.len(), 1);
+        assert_eq!(all.interactions[0].item_id.as_str(), "cs-101");
+        assert!(all.rejected.is_empty(), "{:?}", all.rejected);
     }
 
     #[test]

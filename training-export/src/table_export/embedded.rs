@@ -6,6 +6,14 @@
 //!
 //! A record the store cannot parse is written with the key parts it has and nothing
 //! else, so the conversion rejects it too (with a "missing" reason rather than the store's).
+//!
+//! An incremental export (a window) writes DynamoDB's incremental lines (`Metadata`,
+//! `Keys`, `NewImage`) for the items written in the window. The embedded store keeps no
+//! write time, so offline an item's write time is its event timestamp: the window holds
+//! the interactions whose `timestamp` is in `[from, to)`. (In AWS it is the time DynamoDB
+//! wrote the item, so an event delivered late is in the window it arrived in; offline it
+//! is in the window of its timestamp.) Records the store cannot parse have no timestamp
+//! and are in full exports only.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -19,7 +27,8 @@ use serde_json::{Map, Value, json};
 use store::InteractionSource;
 use store::item::{self, Stored};
 
-use super::{TableExportError, TableExportStatus, TableExporter};
+use super::{StartedExport, TableExportError, TableExportStatus, TableExporter};
+use crate::run::ExportWindow;
 
 /// Items per data file: small, so that even a laptop's table has several files to
 /// convert (and to crash between). DynamoDB's own files are far bigger.
@@ -51,7 +60,7 @@ impl EmbeddedTableExporter {
         format!("{}/AWSDynamoDB/{id}", s3_prefix.trim_end_matches('/'))
     }
 
-    async fn write(&self, root: &str) -> Result<(), TableExportError> {
+    async fn write(&self, root: &str, window: Option<ExportWindow>) -> Result<(), TableExportError> {
         let mut files = Vec::new();
         let mut lines = Vec::new();
         let mut total = 0u64;
@@ -59,8 +68,11 @@ impl EmbeddedTableExporter {
         while let Some(page) = pages.next().await {
             let page =
                 page.map_err(|e| TableExportError { message: e.to_string(), retryable: e.is_retryable() })?;
-            let items = page.interactions.iter().map(|i| {
-                item::attributes(i)
+            let written = |i: &&schemas::Interaction| {
+                window.is_none_or(|w| (w.from..w.to).contains(&i.timestamp.epoch_seconds()))
+            };
+            let items = page.interactions.iter().filter(written).map(|i| {
+                let attributes = item::attributes(i)
                     .into_iter()
                     .map(|(name, value)| {
                         let value = match value {
@@ -69,22 +81,37 @@ impl EmbeddedTableExporter {
                         };
                         (name.to_owned(), value)
                     })
-                    .collect::<Map<String, Value>>()
+                    .collect::<Map<String, Value>>();
+                match window {
+                    None => json!({ "Item": attributes }),
+                    Some(_) => {
+                        let keys: Map<String, Value> = [item::USER_ID, item::EVENT_ID]
+                            .iter()
+                            .filter_map(|k| attributes.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                            .collect();
+                        let micros = i.timestamp.epoch_seconds().saturating_mul(1_000_000).to_string();
+                        json!({
+                            "Metadata": { "WriteTimestampMicros": { "N": micros } },
+                            "Keys": keys,
+                            "NewImage": attributes,
+                        })
+                    }
+                }
             });
-            let broken = page.rejected.iter().map(|r| {
+            let broken = page.rejected.iter().filter(|_| window.is_none()).map(|r| {
                 let (user, event) = r.key.split_once('/').unwrap_or((&r.key, "?"));
-                Map::from_iter([
+                json!({ "Item": Map::from_iter([
                     (item::USER_ID.to_owned(), json!({ "S": user })),
                     (item::EVENT_ID.to_owned(), json!({ "S": event })),
-                ])
+                ]) })
             });
-            for attributes in items.chain(broken) {
-                lines.push(json!({ "Item": attributes }).to_string());
+            for line in items.chain(broken) {
+                lines.push(line.to_string());
+                total += 1;
                 if lines.len() == self.items_per_file {
                     files.push(self.data_file(root, files.len(), &std::mem::take(&mut lines)).await?);
                 }
             }
-            total += (page.interactions.len() + page.rejected.len()) as u64;
         }
         if !lines.is_empty() {
             files.push(self.data_file(root, files.len(), &lines).await?);
@@ -97,7 +124,7 @@ impl EmbeddedTableExporter {
             "manifestFilesS3Key": files_key,
             "itemCount": total,
             "outputFormat": "DYNAMODB_JSON",
-            "exportType": "FULL_EXPORT",
+            "exportType": if window.is_some() { "INCREMENTAL_EXPORT" } else { "FULL_EXPORT" },
         });
         // Last: its presence is what makes the export complete.
         self.put(&format!("{root}/manifest-summary.json"), summary.to_string().as_bytes()).await
@@ -129,7 +156,15 @@ impl TableExporter for EmbeddedTableExporter {
         Ok(None)
     }
 
-    async fn start(&self, client_token: &str, s3_prefix: &str) -> Result<String, TableExportError> {
+    /// A full export's time is when it was written; the same token a second time finds
+    /// the export written before and says no time (the pipeline then takes the time it
+    /// asked, which is no later).
+    async fn start(
+        &self,
+        client_token: &str,
+        s3_prefix: &str,
+        window: Option<ExportWindow>,
+    ) -> Result<StartedExport, TableExportError> {
         let root = Self::export_root(s3_prefix, client_token);
         let summary = format!("{root}/manifest-summary.json");
         let done = self
@@ -138,10 +173,12 @@ impl TableExporter for EmbeddedTableExporter {
             .await
             .map_err(|e| TableExportError { message: e.to_string(), retryable: e.is_retryable() })?
             .is_some();
+        let mut export_time = None;
         if !done {
-            self.write(&root).await?;
+            export_time = window.is_none().then(|| time::OffsetDateTime::now_utc().unix_timestamp());
+            self.write(&root, window).await?;
         }
-        Ok(summary)
+        Ok(StartedExport { export_id: summary, export_time })
     }
 
     /// The export id is its summary's key.
