@@ -24,7 +24,6 @@
 //! is delta-only ([`IncrementalScope`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io::BufRead;
 
 use artifacts::ObjectStore;
@@ -174,9 +173,67 @@ struct ExportLine<'a> {
     #[serde(rename = "Keys", default)]
     keys: Option<serde::de::IgnoredAny>,
     #[serde(rename = "Item", borrow, default)]
-    item: Option<HashMap<Cow<'a, str>, JsonAttribute<'a>>>,
+    item: Option<Attributes<'a>>,
     #[serde(rename = "NewImage", borrow, default)]
-    new_image: Option<HashMap<Cow<'a, str>, JsonAttribute<'a>>>,
+    new_image: Option<Attributes<'a>>,
+}
+
+/// An item's attributes in the order of the line. A handful per item, so a lookup is a
+/// scan from the end (the last of a repeated name wins, as in a map) and a line costs no
+/// map and no hashing.
+struct Attributes<'a>(Vec<(Text<'a>, JsonAttribute<'a>)>);
+
+impl<'a> Attributes<'a> {
+    fn get(&self, name: &str) -> Option<Attribute<'_>> {
+        self.0.iter().rev().find(|(n, _)| n.0 == name).map(|(_, a)| a.view())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Attributes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<Attributes<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Attributes<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of attributes")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Attributes<'a>, M::Error> {
+                let mut attributes = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(entry) = map.next_entry()? {
+                    attributes.push(entry);
+                }
+                Ok(Attributes(attributes))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A string of the line: borrowed from it unless it has escapes. (serde's own `Cow<str>`
+/// borrows only as a struct field of exactly that type, not as a map key or inside an
+/// `Option`, and allocating every name and value cost more than the rest of the decoding.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<Text<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s)))
+            }
+        }
+        deserializer.deserialize_str(Visitor(std::marker::PhantomData))
+    }
 }
 
 /// An attribute value in DynamoDB JSON. Types the rules do not read (`L`, `M`, `B`, `BOOL`,
@@ -184,9 +241,9 @@ struct ExportLine<'a> {
 #[derive(Deserialize)]
 struct JsonAttribute<'a> {
     #[serde(rename = "S", borrow, default)]
-    s: Option<Cow<'a, str>>,
+    s: Option<Text<'a>>,
     #[serde(rename = "N", borrow, default)]
-    n: Option<Cow<'a, str>>,
+    n: Option<Text<'a>>,
     #[serde(rename = "NULL", default)]
     null: Option<bool>,
 }
@@ -194,8 +251,8 @@ struct JsonAttribute<'a> {
 impl JsonAttribute<'_> {
     fn view(&self) -> Attribute<'_> {
         match (&self.s, &self.n, self.null) {
-            (Some(s), _, _) => Attribute::S(s),
-            (None, Some(n), _) => Attribute::N(n),
+            (Some(s), _, _) => Attribute::S(&s.0),
+            (None, Some(n), _) => Attribute::N(&n.0),
             (None, None, Some(true)) => Attribute::Null,
             _ => Attribute::Other,
         }
@@ -228,7 +285,7 @@ fn decode(compressed: &[u8], key: &str, send: &mut dyn FnMut(ScanPage) -> bool) 
         let reject = |reason: String| RejectedRecord { key: format!("{key}:{number}"), reason };
         match serde_json::from_str::<ExportLine>(&line) {
             Ok(ExportLine { item: Some(attrs), .. } | ExportLine { new_image: Some(attrs), .. }) => {
-                let get = |name: &str| attrs.get(name).map(JsonAttribute::view);
+                let get = |name: &str| attrs.get(name);
                 match item::decode(get) {
                     Ok(interaction) => page.interactions.push(interaction),
                     Err(reason) => page.rejected.push(RejectedRecord { key: item::key_of(get), reason }),
@@ -352,6 +409,16 @@ mod tests {
         assert_eq!(all.interactions.len(), 1);
         assert_eq!(all.interactions[0].item_id.as_str(), "cs-101");
         assert!(all.rejected.is_empty(), "{:?}", all.rejected);
+    }
+
+    #[test]
+    fn escaped_strings_decode_and_a_repeated_name_keeps_its_last_value() {
+        let line = r#"{"Item":{"userId":{"S":"s-\u00e9\"1"},"eventId":{"S":"e-1"},"itemId":{"S":"cs-1"},"itemId":{"S":"cs-\/2"},"timestamp":{"N":"1767225600"},"eventType":{"S":"enrolled"},"tags":{"L":[{"S":"x"}]},"eventValue":{"NULL":true}}}"#;
+        let page = decoded(&format!("{line}\n"));
+        assert!(page.rejected.is_empty(), "{:?}", page.rejected);
+        let i = &page.interactions[0];
+        assert_eq!((i.user_id.as_str(), i.item_id.as_str()), ("s-\u{e9}\"1", "cs-/2"));
+        assert_eq!(i.event_value, None);
     }
 
     #[test]
