@@ -10,12 +10,15 @@
 //! The runs happen within seconds, so each test moves the previous run's recorded export
 //! time back (as if it had run hours ago) rather than waiting for the window to open.
 
+mod common;
+
+use common::FailOnce;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use artifacts::{ArtifactError, DirectoryStore, ObjectInfo, ObjectStore, ObjectWriter};
+use artifacts::{DirectoryStore, ObjectStore};
 use async_trait::async_trait;
 use schemas::{EventId, EventType, Interaction, Timestamp};
 use store::embedded::EmbeddedStore;
@@ -345,60 +348,10 @@ async fn an_export_only_run_exports_the_whole_table() {
     assert_eq!(run.export.unwrap().rows, 2_700);
 }
 
-/// Fails, once and retryably, the put of the object whose key ends with `key_suffix`.
-struct FailOnce {
-    inner: DirectoryStore,
-    key_suffix: &'static str,
-    failed: AtomicBool,
-}
-
-#[async_trait]
-impl ObjectStore for FailOnce {
-    async fn begin(&self, key: &str) -> Result<Box<dyn ObjectWriter>, ArtifactError> {
-        if key.ends_with(self.key_suffix) && !self.failed.swap(true, Ordering::SeqCst) {
-            return Err(ArtifactError::Io {
-                path: key.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "injected"),
-            });
-        }
-        self.inner.begin(key).await
-    }
-
-    async fn put(&self, key: &str, bytes: &[u8]) -> Result<ObjectInfo, ArtifactError> {
-        let mut writer = self.begin(key).await?;
-        writer.write_all(bytes).await?;
-        writer.finish().await
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
-        self.inner.get(key).await
-    }
-
-    async fn copy_to(
-        &self,
-        key: &str,
-        writer: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-    ) -> Result<Option<u64>, ArtifactError> {
-        self.inner.copy_to(key, writer).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, ArtifactError> {
-        self.inner.list(prefix).await
-    }
-
-    fn location(&self, key: &str) -> String {
-        self.inner.location(key)
-    }
-}
-
 #[tokio::test]
 async fn an_incremental_conversion_resumes_at_the_file_it_stopped_on() {
     let world = World::with_objects(300, |dir| {
-        Arc::new(FailOnce {
-            inner: DirectoryStore::new(dir),
-            key_suffix: "incremental/parts/part-00002.json",
-            failed: AtomicBool::new(false),
-        })
+        Arc::new(FailOnce::new(DirectoryStore::new(dir), "incremental/parts/part-00002.json"))
     });
     let first = world.nightly().await;
     assert_eq!(first.state, RunState::Done, "{first:?}");

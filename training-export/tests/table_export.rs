@@ -3,13 +3,14 @@
 //! the run. The same table gives the same rows, Parquet contents and manifest figures as
 //! the scan path; a failure in the middle of the conversion costs only the file it was on.
 
+mod common;
+
+use common::FailOnce;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use artifacts::{ArtifactError, DirectoryStore, ObjectInfo, ObjectStore, ObjectWriter};
-use async_trait::async_trait;
+use artifacts::DirectoryStore;
 use schemas::{EventId, EventType, Interaction, Timestamp};
 use store::embedded::EmbeddedStore;
 use training_export::app;
@@ -169,63 +170,12 @@ async fn both_export_paths_give_the_same_rows_parquet_and_figures() {
     }
 }
 
-/// Fails, once and retryably, the put of one part's record: the conversion stops in the
-/// middle of that file, after its CSV and Parquet parts were written.
-struct FailOnce {
-    inner: DirectoryStore,
-    key_suffix: &'static str,
-    failed: AtomicBool,
-}
-
-#[async_trait]
-impl ObjectStore for FailOnce {
-    async fn begin(&self, key: &str) -> Result<Box<dyn ObjectWriter>, ArtifactError> {
-        if key.ends_with(self.key_suffix) && !self.failed.swap(true, Ordering::SeqCst) {
-            return Err(ArtifactError::Io {
-                path: key.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "injected"),
-            });
-        }
-        self.inner.begin(key).await
-    }
-
-    async fn put(&self, key: &str, bytes: &[u8]) -> Result<ObjectInfo, ArtifactError> {
-        let mut writer = self.begin(key).await?;
-        writer.write_all(bytes).await?;
-        writer.finish().await
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
-        self.inner.get(key).await
-    }
-
-    async fn copy_to(
-        &self,
-        key: &str,
-        writer: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-    ) -> Result<Option<u64>, ArtifactError> {
-        self.inner.copy_to(key, writer).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, ArtifactError> {
-        self.inner.list(prefix).await
-    }
-
-    fn location(&self, key: &str) -> String {
-        self.inner.location(key)
-    }
-}
-
 #[tokio::test]
 async fn a_failure_mid_file_resumes_at_that_file_and_redoes_nothing_before_it() {
     let dir = tempfile::tempdir().unwrap();
     store_in(dir.path());
     let mut pipeline = pipeline(dir.path(), Some(150)).await;
-    let objects = Arc::new(FailOnce {
-        inner: DirectoryStore::new(dir.path()),
-        key_suffix: "parts/part-00002.json",
-        failed: AtomicBool::new(false),
-    });
+    let objects = Arc::new(FailOnce::new(DirectoryStore::new(dir.path()), "parts/part-00002.json"));
     pipeline.objects = objects.clone();
     pipeline.table_exporter = Some(Arc::new(
         EmbeddedTableExporter::new(pipeline.interactions.clone(), objects).with_items_per_file(150),
