@@ -24,10 +24,13 @@
 //! is delta-only ([`IncrementalScope`]).
 
 use std::borrow::Cow;
-use std::io::BufRead;
+use std::io::{self, BufRead, Read};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use artifacts::ObjectStore;
-use futures::stream;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use store::item::{self, Attribute};
 use store::{RejectedRecord, ScanPage};
@@ -41,6 +44,99 @@ use crate::table_export::DataFile;
 
 /// Interactions handed from the decoding thread to the writers at a time.
 const PAGE_ROWS: usize = 1_000;
+
+/// Chunks of a data file (the store's: S3's body chunks, the directory store's 1 MiB
+/// reads) on their way from the download to the decoding thread.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+const MISSING: &str = "the data file is missing";
+
+/// What the download hands the decoding thread.
+enum Chunk {
+    Bytes(Vec<u8>),
+    /// The whole object was copied.
+    End,
+    /// The download stopped before the end: the object is missing or its transfer broke.
+    Failed(String),
+}
+
+/// The download's end: the `AsyncWrite` [`ObjectStore::copy_to`] writes into, forwarding
+/// each chunk over the bounded channel (waiting while it is full).
+struct ChunkSender {
+    tx: mpsc::Sender<Chunk>,
+    /// The decoding thread hung up before the end (it failed, or the writers stopped).
+    hung_up: bool,
+}
+
+impl tokio::io::AsyncWrite for ChunkSender {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let sent = match ready!(this.tx.poll_ready(cx)) {
+            Ok(()) => this.tx.start_send(Chunk::Bytes(buf.to_vec())),
+            Err(e) => Err(e),
+        };
+        Poll::Ready(match sent {
+            Ok(()) => Ok(buf.len()),
+            Err(_) => {
+                this.hung_up = true;
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, "the decoding stopped"))
+            }
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The decoding thread's end: the chunks as one `BufRead`, waiting for each. A download
+/// that stopped (or a channel closed before [`Chunk::End`]) is an error here, never an
+/// early end of file, so a partial stream cannot pass for a whole one.
+struct ChunkReader {
+    rx: mpsc::Receiver<Chunk>,
+    runtime: tokio::runtime::Handle,
+    chunk: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.at == self.chunk.len() && !self.ended {
+            match self.runtime.block_on(self.rx.next()) {
+                Some(Chunk::Bytes(bytes)) => (self.chunk, self.at) = (bytes, 0),
+                Some(Chunk::End) => self.ended = true,
+                Some(Chunk::Failed(message)) => return Err(io::Error::other(message)),
+                None => {
+                    let message = "the download stopped before the end of the file";
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, message));
+                }
+            }
+        }
+        Ok(&self.chunk[self.at..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.chunk.len());
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
 
 fn part_key(plan: &ExportPlan, folder: &str, index: u32, extension: &str) -> String {
     format!("{}/{folder}/part-{index:05}.{extension}", plan.prefix)
@@ -77,28 +173,58 @@ pub async fn convert_file(
     mid_file: &(dyn Fn() + Sync),
 ) -> Result<u64, ExportError> {
     let key = data_file.data_file_s3_key.clone();
-    let compressed = objects
-        .get(&key)
-        .await
-        .map_err(ExportError::Upload)?
-        .ok_or_else(|| ExportError::Input { key: key.clone(), message: "the data file is missing".into() })?;
-    // Decompressing and parsing is CPU work: a blocking thread does it while this task
-    // writes, with at most a few pages between them.
+    // The data file streams in: the download writes its chunks into a bounded channel, a
+    // blocking thread inflates and parses them (CPU work) and hands pages to this task's
+    // writers, so a file costs a few chunks of memory, not its size.
+    let (chunk_tx, chunk_rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let decoding_key = key.clone();
+    let runtime = tokio::runtime::Handle::current();
     let decoder = tokio::task::spawn_blocking(move || {
-        decode(&compressed, &decoding_key, &mut |page| tx.blocking_send(Ok(page)).is_ok())
+        let reader = ChunkReader { rx: chunk_rx, runtime, chunk: Vec::new(), at: 0, ended: false };
+        let decoded = decode(reader, &decoding_key, &mut |page| tx.blocking_send(Ok(page)).is_ok());
+        if decoded.is_err() {
+            // The writers throw their files away; the decoding's own error is returned below.
+            let stop =
+                ExportError::Input { key: decoding_key, message: "the data file did not decode".into() };
+            let _ = tx.blocking_send(Err(stop));
+        }
+        decoded
     });
+    let download = async {
+        let mut sink = ChunkSender { tx: chunk_tx, hung_up: false };
+        let copied = objects.copy_to(&key, &mut sink).await;
+        let last = match &copied {
+            Ok(Some(_)) => Chunk::End,
+            Ok(None) => Chunk::Failed(MISSING.into()),
+            Err(e) => Chunk::Failed(format!("the download failed: {e}")),
+        };
+        let _ = sink.tx.send(last).await;
+        (copied, sink.hung_up)
+    };
     let pages = stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let written = super::write_files(pages, objects, plan, &part_files(plan, index), &|_| {}).await;
+    let keys = part_files(plan, index);
+    let written = super::write_files(pages, objects, plan, &keys, &|_| {});
+    let ((copied, hung_up), written) = tokio::join!(download, written);
     let decoded =
         decoder.await.map_err(|e| ExportError::Input { key: key.clone(), message: e.to_string() })?;
+    // Which failure says why: the download's own (a missing object, a broken transfer), then
+    // the decoding's, then the writers'. Any of them fails the part before its record is
+    // written: the writers may have finished on a stream that ended early, and a redo of
+    // the file replaces them.
+    let download_failed = match copied {
+        Ok(Some(_)) => None,
+        Ok(None) => return Err(ExportError::Input { key, message: MISSING.into() }),
+        Err(e) if !hung_up => return Err(ExportError::Upload(e)),
+        // The decoding stopped taking chunks first: its error (or the writers') comes first.
+        Err(e) => Some(e),
+    };
     let (files, tally, deletes_skipped) = match (written, decoded) {
+        (_, Err(e)) | (Err(e), _) => return Err(e),
+        (Ok(_), Ok(_)) if download_failed.is_some() => {
+            return Err(ExportError::Upload(download_failed.expect("checked")));
+        }
         (Ok((files, tally)), Ok(deletes)) => (files, tally, deletes),
-        (Err(e), _) => return Err(e),
-        // The writers finished on a stream that ended early: the part is not whole, and the
-        // run fails here before its record is written (a redo would fail the same way).
-        (Ok(_), Err(e)) => return Err(e),
     };
     mid_file();
     let rows = files.csv.rows;
@@ -263,9 +389,13 @@ impl JsonAttribute<'_> {
 /// to go on); returns how many deletes it skipped. A line that is not an item is rejected
 /// by its position, as a stored record that does not parse is by its key; a file that is
 /// not gzip fails the conversion.
-fn decode(compressed: &[u8], key: &str, send: &mut dyn FnMut(ScanPage) -> bool) -> Result<u64, ExportError> {
+fn decode(
+    compressed: impl BufRead,
+    key: &str,
+    send: &mut dyn FnMut(ScanPage) -> bool,
+) -> Result<u64, ExportError> {
     let mut deletes = 0;
-    let mut lines = std::io::BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(compressed));
+    let mut lines = io::BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(compressed));
     let mut page = ScanPage::default();
     let mut line = String::new();
     let mut number = 0u64;
@@ -361,7 +491,7 @@ mod tests {
 
     fn decoded(text: &str) -> ScanPage {
         let mut all = ScanPage::default();
-        decode(&gz(text), "d.json.gz", &mut |p| {
+        decode(gz(text).as_slice(), "d.json.gz", &mut |p| {
             all.interactions.extend(p.interactions);
             all.rejected.extend(p.rejected);
             true
@@ -399,7 +529,7 @@ mod tests {
         let delete = r#"{"Metadata":{"WriteTimestampMicros":{"N":"1767225600000001"}},"Keys":{"userId":{"S":"s-2"},"eventId":{"S":"e-2"}}}"#;
         let text = format!("{new_image}\n{delete}\n{delete}\n");
         let mut all = ScanPage::default();
-        let deletes = decode(&gz(&text), "d.json.gz", &mut |p| {
+        let deletes = decode(gz(&text).as_slice(), "d.json.gz", &mut |p| {
             all.interactions.extend(p.interactions);
             all.rejected.extend(p.rejected);
             true
@@ -423,9 +553,132 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_gzip_fails_with_its_key() {
-        let err = decode(b"plain text", "exports/r/d.json.gz", &mut |_| true).unwrap_err();
+        let err = decode(&b"plain text"[..], "exports/r/d.json.gz", &mut |_| true).unwrap_err();
         assert!(err.to_string().contains("exports/r/d.json.gz"), "{err}");
         assert!(!err.is_retryable());
+    }
+
+    /// A directory store whose downloads break after `after` bytes (a connection reset).
+    struct BreaksMidStream {
+        inner: artifacts::DirectoryStore,
+        after: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for BreaksMidStream {
+        async fn begin(
+            &self,
+            key: &str,
+        ) -> Result<Box<dyn artifacts::ObjectWriter>, artifacts::ArtifactError> {
+            self.inner.begin(key).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, artifacts::ArtifactError> {
+            self.inner.get(key).await
+        }
+        async fn copy_to(
+            &self,
+            key: &str,
+            writer: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        ) -> Result<Option<u64>, artifacts::ArtifactError> {
+            use tokio::io::AsyncWriteExt;
+            let Some(bytes) = self.inner.get(key).await? else { return Ok(None) };
+            for chunk in bytes[..self.after].chunks(4096) {
+                writer.write_all(chunk).await.unwrap();
+            }
+            Err(artifacts::ArtifactError::S3 {
+                operation: "GetObject",
+                bucket: "b".into(),
+                key: key.into(),
+                message: "reading the body: connection reset (injected)".into(),
+                retryable: true,
+            })
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, artifacts::ArtifactError> {
+            self.inner.list(prefix).await
+        }
+        fn location(&self, key: &str) -> String {
+            self.inner.location(key)
+        }
+    }
+
+    const KEY: &str = "exports/r/data/d.json.gz";
+
+    /// Many lines (several pages, gzip larger than one chunk of the test store).
+    fn big_file() -> Vec<u8> {
+        let text: String = (0..20_000)
+            .map(|n| {
+                format!(
+                    "{{\"Item\":{{\"userId\":{{\"S\":\"s-{n}\"}},\"eventId\":{{\"S\":\"e-{n}\"}},\"itemId\":{{\"S\":\"cs-{}\"}},\"timestamp\":{{\"N\":\"{}\"}},\"eventType\":{{\"S\":\"enrolled\"}}}}}}\n",
+                    n % 97,
+                    1_767_225_600 + n
+                )
+            })
+            .collect();
+        gz(&text)
+    }
+
+    async fn convert(objects: &dyn ObjectStore) -> Result<u64, ExportError> {
+        let plan = ExportPlan::new("r");
+        let file = DataFile { data_file_s3_key: KEY.into(), item_count: 0 };
+        convert_file(objects, &plan, 0, &file, &|| {}).await
+    }
+
+    /// Nothing of the part is recorded (and no CSV part is left from the broken stream
+    /// when the writers could still throw theirs away).
+    fn no_record(dir: &std::path::Path) {
+        assert!(!dir.join("exports/r/parts/part-00000.json").exists(), "the part was recorded");
+        assert!(!dir.join("exports/r/parts/part-00000.ids").exists(), "the part's ids were written");
+    }
+
+    #[tokio::test]
+    async fn a_whole_file_streams_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = artifacts::DirectoryStore::new(dir.path());
+        objects.put(KEY, &big_file()).await.unwrap();
+        assert_eq!(convert(&objects).await.unwrap(), 20_000);
+        assert!(dir.path().join("exports/r/parts/part-00000.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_download_failing_mid_stream_fails_the_part_with_its_key_retryably() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = artifacts::DirectoryStore::new(dir.path());
+        let bytes = big_file();
+        inner.put(KEY, &bytes).await.unwrap();
+        // Mid-stream, and exactly at the end of a gzip member (where the inflater alone
+        // could not tell a broken download from the end of the file).
+        for after in [bytes.len() / 2, bytes.len()] {
+            let objects = BreaksMidStream { inner: artifacts::DirectoryStore::new(dir.path()), after };
+            let err = convert(&objects).await.unwrap_err();
+            assert!(err.to_string().contains(KEY), "{err}");
+            assert!(err.to_string().contains("connection reset"), "{err}");
+            assert!(err.is_retryable(), "{err}");
+            no_record(dir.path());
+            assert!(
+                !dir.path().join("exports/r/csv/part-00000.csv").exists(),
+                "a part from a broken download"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_truncated_gzip_a_missing_file_and_a_plain_file_fail_with_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = artifacts::DirectoryStore::new(dir.path());
+        let err = convert(&objects).await.unwrap_err();
+        assert!(err.to_string().contains(KEY) && err.to_string().contains("missing"), "{err}");
+        no_record(dir.path());
+        assert!(!dir.path().join("exports/r/csv/part-00000.csv").exists(), "a part from a missing file");
+
+        let bytes = big_file();
+        for broken in [&bytes[..bytes.len() / 2], &bytes[..bytes.len() - 4], b"plain text".as_slice()] {
+            objects.put(KEY, broken).await.unwrap();
+            let err = convert(&objects).await.unwrap_err();
+            assert!(err.to_string().contains(KEY), "{err}");
+            assert!(!err.is_retryable(), "{err}");
+            no_record(dir.path());
+            assert!(!dir.path().join("exports/r/csv/part-00000.csv").exists(), "a part from a broken file");
+        }
     }
 
     #[test]
