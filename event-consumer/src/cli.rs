@@ -14,8 +14,9 @@ use clap::{Parser, Subcommand};
 use schemas::events::EVENT_BUS_NAME;
 use schemas::{DetailType, DomainEvent};
 
-use crate::config::{ConsumerConfig, Runtime};
+use crate::config::{ConsumerConfig, MailChoice, Runtime};
 use crate::error::ConsumerError;
+use crate::mail::simulator;
 use crate::publisher::EventPublisher;
 
 pub const EXIT_REJECTED: u8 = 65;
@@ -103,6 +104,10 @@ async fn handle(event: Option<PathBuf>, config: ConsumerConfig) -> ExitCode {
             return ExitCode::from(EXIT_REJECTED);
         }
     };
+    let outbox = match config.composition(Runtime::Local).mail {
+        MailChoice::Outbox(dir) => Some(dir),
+        MailChoice::Ses { .. } => None,
+    };
     let consumer = match config.build(Runtime::Local).await {
         Ok(c) => c,
         Err(e) => {
@@ -116,7 +121,10 @@ async fn handle(event: Option<PathBuf>, config: ConsumerConfig) -> ExitCode {
             for line in outcome.report_lines() {
                 println!("{line}");
             }
-            ExitCode::SUCCESS
+            match outbox {
+                Some(dir) => deliver_simulated_ses_events(&consumer, &dir).await,
+                None => ExitCode::SUCCESS,
+            }
         }
         Err(err) => {
             let (advice, code) = exit_for(&err);
@@ -125,6 +133,47 @@ async fn handle(event: Option<PathBuf>, config: ConsumerConfig) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Locally the outbox plays SES's mailbox simulator: the events SES would publish about
+/// the mail just written wait in `outbox/ses-events/`. Deliver them now, as the bus
+/// would a moment later, so the loop (bounce → suppression) closes with no AWS account.
+/// A failed one stays pending for the next run.
+async fn deliver_simulated_ses_events(consumer: &crate::Consumer, outbox: &std::path::Path) -> ExitCode {
+    let pending = match simulator::pending_events(outbox) {
+        Ok(pending) => pending,
+        Err(e) => {
+            eprintln!("error: reading simulated SES events in {}: {e}", outbox.display());
+            return ExitCode::from(EXIT_TEMPORARY);
+        }
+    };
+    let mut exit = ExitCode::SUCCESS;
+    for file in pending {
+        let result = match std::fs::read(&file) {
+            Ok(raw) => consumer.handle_json(&raw).await.map_err(|e| {
+                let (_, code) = exit_for(&e);
+                (e.to_string(), code)
+            }),
+            Err(e) => Err((e.to_string(), EXIT_TEMPORARY)),
+        };
+        match result {
+            Ok(outcome) => {
+                println!("simulated SES event {} ({})", outcome.event_id, outcome.detail_type);
+                for line in outcome.report_lines() {
+                    println!("{line}");
+                }
+                if let Err(e) = simulator::mark_handled(&file) {
+                    eprintln!("warning: could not move {} aside: {e}", file.display());
+                }
+            }
+            Err((reason, code)) => {
+                eprintln!("error: simulated SES event {}: {reason}", file.display());
+                eprintln!("it stays in the outbox and is delivered again by the next `handle`");
+                exit = ExitCode::from(code);
+            }
+        }
+    }
+    exit
 }
 
 fn exit_for(err: &ConsumerError) -> (&'static str, u8) {

@@ -21,6 +21,7 @@ use crate::mail::outbox::OutboxMailer;
 use crate::mail::ses::SesMailer;
 use crate::mail::{Language, Mailer};
 use crate::retrain::{LambdaRetrainTrigger, LocalTrainingExport, RetrainNotConfigured, RetrainTrigger};
+use crate::suppression::SuppressionList;
 
 /// Sender of outbox mail when `EMAIL_SENDER` is not set.
 pub const DEFAULT_OUTBOX_SENDER: &str = "no-reply@student-system.local";
@@ -197,12 +198,21 @@ impl ConsumerConfig {
             )),
             Storage::Embedded(_) => Arc::new(EmbeddedStore::open_in(&self.data_dir)?),
         };
-        let ledger: Arc<dyn IdempotencyLedger> = match &composition.ledger {
-            Storage::DynamoDb(table) => {
-                Arc::new(DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws_for(Service::DynamoDb)), table))
-            }
-            Storage::Embedded(_) => Arc::new(EmbeddedLedger::open_in(&self.data_dir)?),
-        };
+        // The suppression list lives with the ledger (its table, its file).
+        let (ledger, suppressions): (Arc<dyn IdempotencyLedger>, Arc<dyn SuppressionList>) =
+            match &composition.ledger {
+                Storage::DynamoDb(table) => {
+                    let ledger = Arc::new(DynamoLedger::new(
+                        aws_sdk_dynamodb::Client::new(&aws_for(Service::DynamoDb)),
+                        table,
+                    ));
+                    (ledger.clone(), ledger)
+                }
+                Storage::Embedded(_) => {
+                    let ledger = Arc::new(EmbeddedLedger::open_in(&self.data_dir)?);
+                    (ledger.clone(), ledger)
+                }
+            };
         let mailer: Arc<dyn Mailer> = match &composition.mail {
             MailChoice::Ses { configuration_set } => {
                 // One attempt whatever the shared configuration says: see `SesMailer::new`.
@@ -232,10 +242,11 @@ impl ConsumerConfig {
                 None => LocalTrainingExport::next_to_current_exe(),
             }),
         };
-        Ok(Consumer::new(
+        Ok(Consumer::with_ports(
             store,
             mailer,
             ledger,
+            suppressions,
             retrain,
             EmailSettings { sender, language: self.email_language },
         )

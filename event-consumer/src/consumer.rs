@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use schemas::events::{AssignmentSubmitted, StudentEnrolled};
+use schemas::ses::{BounceType, SesEvent, SesFeedback};
 use schemas::{DomainEvent, EmailAddress, EventEnvelope, EventError, EventId, ParsedEvent};
 use serde::Serialize;
 use store::{InteractionSink, PutOutcome};
@@ -46,6 +47,7 @@ use crate::error::ConsumerError;
 use crate::ledger::{Claim, Completion, Effect, EffectKey, IdempotencyLedger};
 use crate::mail::{Language, Mailer, OutgoingEmail, render_enrollment};
 use crate::retrain::{RetrainRequest, RetrainTrigger};
+use crate::suppression::{AddressKey, Suppression, SuppressionList, SuppressionReason};
 
 /// How long a claim protects an effect in progress, unless configured.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
@@ -90,8 +92,32 @@ pub enum EffectOutcome {
         #[serde(skip_serializing_if = "Option::is_none")]
         outbox_file: Option<PathBuf>,
     },
+    /// The address is suppressed (it bounced for good or complained): nothing was
+    /// sent, and nothing will be; recorded as such, not retried.
+    Suppressed { reason: String },
     /// An earlier delivery did; nothing was done now.
     AlreadyDone { receipt: String },
+}
+
+/// What one SES event (a bounce, a complaint, a delivery) did to the suppression list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "status")]
+pub enum FeedbackOutcome {
+    #[serde(rename_all = "camelCase")]
+    Applied {
+        /// SES's `eventType`: `Bounce`, `Complaint`, …
+        event_type: &'static str,
+        /// Addresses this event suppressed.
+        suppressed: usize,
+        /// Addresses that were suppressed already.
+        already_suppressed: usize,
+        /// Transient bounces counted.
+        transient_bounces: usize,
+        /// Recipients SES named that are not addresses (ignored).
+        unreadable_recipients: usize,
+    },
+    /// An earlier delivery of the same SES event handled it.
+    AlreadyHandled { receipt: String },
 }
 
 /// Everything one delivery did. Holds ids and receipts, never addresses or names.
@@ -108,30 +134,35 @@ pub struct Outcome {
     pub email: Option<EffectOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retrain: Option<EffectOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackOutcome>,
 }
 
 impl Outcome {
     /// True when this delivery changed nothing anywhere (a pure redelivery).
     pub fn wrote_nothing(&self) -> bool {
         self.interaction != InteractionOutcome::Stored
-            && [&self.email, &self.retrain]
-                .iter()
-                .all(|e| !matches!(e, Some(EffectOutcome::Performed { .. })))
+            && [&self.email, &self.retrain].iter().all(|e| {
+                !matches!(e, Some(EffectOutcome::Performed { .. } | EffectOutcome::Suppressed { .. }))
+            })
+            && !matches!(self.feedback, Some(FeedbackOutcome::Applied { .. }))
     }
 
     /// One line per effect, for people (the CLI prints these).
     pub fn report_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         let summary = self.interaction_summary.as_deref().unwrap_or("");
-        lines.push(match self.interaction {
-            InteractionOutcome::Stored => format!("stored interaction: {summary}"),
-            InteractionOutcome::Duplicate => {
-                format!("duplicate: nothing written (interaction {summary} is already stored)")
-            }
-            InteractionOutcome::NotAnInteraction => {
-                format!("no interaction: a {} event is acknowledged, not recorded", self.detail_type)
-            }
-        });
+        if self.feedback.is_none() {
+            lines.push(match self.interaction {
+                InteractionOutcome::Stored => format!("stored interaction: {summary}"),
+                InteractionOutcome::Duplicate => {
+                    format!("duplicate: nothing written (interaction {summary} is already stored)")
+                }
+                InteractionOutcome::NotAnInteraction => {
+                    format!("no interaction: a {} event is acknowledged, not recorded", self.detail_type)
+                }
+            });
+        }
         match &self.email {
             Some(EffectOutcome::Performed { outbox_file: Some(path), .. }) => {
                 lines.push(format!("email written to {}", path.display()))
@@ -139,13 +170,37 @@ impl Outcome {
             Some(EffectOutcome::Performed { receipt, .. }) => {
                 lines.push(format!("email sent (message id {receipt})"))
             }
+            Some(EffectOutcome::Suppressed { reason }) => lines
+                .push(format!("email not sent: the address is suppressed ({reason}); recorded, not retried")),
+            Some(EffectOutcome::AlreadyDone { receipt }) if receipt.starts_with(SUPPRESSED_RECEIPT) => {
+                lines.push(format!("duplicate: already handled for this event ({receipt}), nothing sent"))
+            }
             Some(EffectOutcome::AlreadyDone { receipt }) => lines.push(format!(
                 "duplicate: email already sent for this event (message id {receipt}), nothing sent"
             )),
             None => {}
         }
+        match &self.feedback {
+            Some(FeedbackOutcome::Applied {
+                event_type,
+                suppressed,
+                already_suppressed,
+                transient_bounces,
+                unreadable_recipients,
+            }) => lines.push(format!(
+                "SES {event_type}: {suppressed} address(es) suppressed, {already_suppressed} already suppressed, \
+                 {transient_bounces} transient bounce(s) counted, {unreadable_recipients} unreadable recipient(s)"
+            )),
+            Some(FeedbackOutcome::AlreadyHandled { receipt }) => {
+                lines.push(format!("duplicate: this SES event was already handled ({receipt})"))
+            }
+            None => {}
+        }
         match &self.retrain {
             Some(EffectOutcome::Performed { receipt, .. }) => lines.push(format!("retrain: {receipt}")),
+            Some(EffectOutcome::Suppressed { reason }) => {
+                lines.push(format!("retrain: not started ({reason})"))
+            }
             Some(EffectOutcome::AlreadyDone { receipt }) => {
                 lines.push(format!("duplicate: retrain already started for this event ({receipt})"))
             }
@@ -161,6 +216,7 @@ pub struct Consumer {
     store: Arc<dyn InteractionSink>,
     mailer: Arc<dyn Mailer>,
     ledger: Arc<dyn IdempotencyLedger>,
+    suppressions: Arc<dyn SuppressionList>,
     retrain: Arc<dyn RetrainTrigger>,
     email: EmailSettings,
     lease: Duration,
@@ -168,14 +224,40 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub fn new(
+    /// `ledger` keeps both the effects' records and the suppression list (they share a
+    /// table in AWS and a file locally).
+    pub fn new<L>(
+        store: Arc<dyn InteractionSink>,
+        mailer: Arc<dyn Mailer>,
+        ledger: Arc<L>,
+        retrain: Arc<dyn RetrainTrigger>,
+        email: EmailSettings,
+    ) -> Self
+    where
+        L: IdempotencyLedger + SuppressionList + 'static,
+    {
+        Self::with_ports(store, mailer, ledger.clone(), ledger, retrain, email)
+    }
+
+    /// The same, with the ledger and the suppression list as separate trait objects.
+    pub fn with_ports(
         store: Arc<dyn InteractionSink>,
         mailer: Arc<dyn Mailer>,
         ledger: Arc<dyn IdempotencyLedger>,
+        suppressions: Arc<dyn SuppressionList>,
         retrain: Arc<dyn RetrainTrigger>,
         email: EmailSettings,
     ) -> Self {
-        Self { store, mailer, ledger, retrain, email, lease: DEFAULT_LEASE, clock: system_clock() }
+        Self {
+            store,
+            mailer,
+            ledger,
+            suppressions,
+            retrain,
+            email,
+            lease: DEFAULT_LEASE,
+            clock: system_clock(),
+        }
     }
 
     /// How long a claim on an effect lasts; see the module docs for how to pick it.
@@ -204,9 +286,20 @@ impl Consumer {
     /// Handles the event JSON a Lambda receives.
     pub async fn handle_value(&self, value: serde_json::Value) -> Result<Outcome, ConsumerError> {
         let claimed_id = raw_event_id(&value);
-        let parsed = serde_json::from_value::<EventEnvelope>(value)
-            .map_err(|e| EventError::Malformed(format!("envelope: {e}")))
-            .and_then(|envelope| ParsedEvent::from_envelope(&envelope));
+        let envelope = serde_json::from_value::<EventEnvelope>(value)
+            .map_err(|e| EventError::Malformed(format!("envelope: {e}")));
+        if let Ok(envelope) = &envelope
+            && SesEvent::is_ses(&envelope.source)
+        {
+            return match SesEvent::from_envelope(envelope) {
+                Ok(event) => self.handle_ses(&event).await,
+                Err(err) => {
+                    log_rejected(claimed_id.as_deref(), &err);
+                    Err(err.into())
+                }
+            };
+        }
+        let parsed = envelope.and_then(|envelope| ParsedEvent::from_envelope(&envelope));
         match parsed {
             Ok(event) => self.handle(&event).await,
             Err(err) => {
@@ -259,6 +352,7 @@ impl Consumer {
             interaction_summary,
             email: None,
             retrain: None,
+            feedback: None,
         };
         match &event.event {
             DomainEvent::StudentEnrolled(enrolled) => {
@@ -272,7 +366,7 @@ impl Consumer {
                 outcome.retrain = Some(
                     self.once(key, || async move {
                         let receipt = retrain.start(&request).await?;
-                        Ok((receipt, None))
+                        Ok(Done::Performed { receipt, outbox_file: None })
                     })
                     .await?,
                 );
@@ -303,18 +397,117 @@ impl Consumer {
             content,
         };
         let mailer = self.mailer.clone();
+        let suppressions = self.suppressions.clone();
         self.once(EffectKey::new(Effect::ConfirmationEmail, event_id.clone()), || async move {
+            // Looked up under the claim, so a suppression recorded before this delivery
+            // took the effect on is always seen.
+            if let Some(suppression) = suppressions.lookup(&AddressKey::of(&email.to)).await? {
+                tracing::info!(reason = %suppression.reason, "address suppressed; the email is not sent");
+                return Ok(Done::Suppressed { reason: suppression.describe() });
+            }
             let receipt = mailer.send(&email).await?;
-            Ok((receipt.message_id, receipt.outbox_file))
+            Ok(Done::Performed { receipt: receipt.message_id, outbox_file: receipt.outbox_file })
         })
         .await
+    }
+
+    /// One SES event: a permanent bounce or a complaint suppresses its recipients (here
+    /// and on SES's account-level list), a transient bounce is counted, the rest is
+    /// acknowledged. Once per SES report, however often it is delivered.
+    async fn handle_ses(&self, event: &SesEvent) -> Result<Outcome, ConsumerError> {
+        let span = tracing::info_span!("ses_event", ses_event = %event.dedupe_id, event_type = event.kind.event_type());
+        let result = self.handle_ses_inner(event).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match &result {
+            Ok(outcome) => tracing::info!(feedback = ?outcome.feedback, "SES event handled"),
+            Err(err) => {
+                tracing::warn!(retryable = err.is_retryable(), error_kind = err.kind(), reason = %err,
+                "SES event not handled")
+            }
+        }
+        result
+    }
+
+    async fn handle_ses_inner(&self, event: &SesEvent) -> Result<Outcome, ConsumerError> {
+        let key = EffectKey::new(Effect::SesFeedback, event.dedupe_id.clone());
+        let counts = Arc::new(std::sync::Mutex::new((0usize, 0usize, 0usize)));
+        let (suppressions, mailer, now) = (self.suppressions.clone(), self.mailer.clone(), (self.clock)());
+        let shared = counts.clone();
+        let done = self
+            .once(key, || async move {
+                let (mut suppressed, mut already, mut transient) = (0, 0, 0);
+                let reason = match &event.feedback {
+                    SesFeedback::Bounce { bounce_type: BounceType::Permanent, sub_type } => {
+                        Some((SuppressionReason::Bounce, format!("Permanent/{sub_type}")))
+                    }
+                    SesFeedback::Complaint { feedback_type } => Some((
+                        SuppressionReason::Complaint,
+                        feedback_type.clone().unwrap_or_else(|| "complaint".to_owned()),
+                    )),
+                    _ => None,
+                };
+                for address in &event.recipients {
+                    let address_key = AddressKey::of(address);
+                    match (&reason, &event.feedback) {
+                        (Some((reason, detail)), _) => {
+                            let suppression =
+                                Suppression { reason: *reason, detail: detail.clone(), since: now };
+                            if suppressions.suppress(&address_key, &suppression).await? {
+                                suppressed += 1;
+                            } else {
+                                already += 1;
+                            }
+                            // SES's own list too: every sender on the account is protected.
+                            mailer.suppress_destination(address, *reason).await?;
+                        }
+                        (None, SesFeedback::Bounce { .. }) => {
+                            let count = suppressions.count_transient_bounce(&address_key, now).await?;
+                            tracing::info!(transient_bounces = count, "transient bounce counted");
+                            transient += 1;
+                        }
+                        (None, _) => {}
+                    }
+                }
+                *shared.lock().unwrap_or_else(|p| p.into_inner()) = (suppressed, already, transient);
+                Ok(Done::Performed {
+                    receipt: format!(
+                        "{}: {suppressed} suppressed, {already} already, {transient} transient",
+                        event.kind.event_type()
+                    ),
+                    outbox_file: None,
+                })
+            })
+            .await?;
+        let feedback = match done {
+            EffectOutcome::AlreadyDone { receipt } => FeedbackOutcome::AlreadyHandled { receipt },
+            _ => {
+                let (suppressed, already_suppressed, transient_bounces) =
+                    *counts.lock().unwrap_or_else(|p| p.into_inner());
+                FeedbackOutcome::Applied {
+                    event_type: event.kind.event_type(),
+                    suppressed,
+                    already_suppressed,
+                    transient_bounces,
+                    unreadable_recipients: event.unreadable_recipients,
+                }
+            }
+        };
+        Ok(Outcome {
+            event_id: event.dedupe_id.clone(),
+            detail_type: event.kind.detail_type(),
+            interaction: InteractionOutcome::NotAnInteraction,
+            interaction_summary: None,
+            email: None,
+            retrain: None,
+            feedback: Some(feedback),
+        })
     }
 
     /// Performs `perform` unless the ledger says it was done; records it when done.
     async fn once<F, Fut>(&self, key: EffectKey, perform: F) -> Result<EffectOutcome, ConsumerError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<(String, Option<PathBuf>), ConsumerError>>,
+        Fut: Future<Output = Result<Done, ConsumerError>>,
     {
         let now = (self.clock)();
         let token = match self.ledger.claim(&key, now, self.lease).await? {
@@ -329,9 +522,13 @@ impl Consumer {
             }
         };
         match perform().await {
-            Ok((receipt, outbox_file)) => {
+            Ok(Done::Performed { receipt, outbox_file }) => {
                 self.record_done(&key, &token, &receipt).await?;
                 Ok(EffectOutcome::Performed { receipt, outbox_file })
+            }
+            Ok(Done::Suppressed { reason }) => {
+                self.record_done(&key, &token, &format!("{SUPPRESSED_RECEIPT}{reason}")).await?;
+                Ok(EffectOutcome::Suppressed { reason })
             }
             Err(err) if err.may_have_taken_effect() => {
                 // Releasing would let the next delivery repeat an effect that may have
@@ -383,9 +580,19 @@ impl Consumer {
     }
 }
 
+/// How a performed effect ended, before it is recorded.
+enum Done {
+    Performed { receipt: String, outbox_file: Option<PathBuf> },
+    Suppressed { reason: String },
+}
+
+/// The ledger receipt of an email not sent to a suppressed address.
+pub const SUPPRESSED_RECEIPT: &str = "suppressed: ";
+
 fn effect_status(outcome: &EffectOutcome) -> &'static str {
     match outcome {
         EffectOutcome::Performed { .. } => "performed",
+        EffectOutcome::Suppressed { .. } => "suppressed",
         EffectOutcome::AlreadyDone { .. } => "already-done",
     }
 }

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod mail;
 pub mod publisher;
 pub mod retrain;
+pub mod suppression;
 
 pub use config::{ConsumerConfig, MailTransport, Runtime};
 pub use consumer::{Consumer, EffectOutcome, EmailSettings, InteractionOutcome, Outcome};
@@ -31,7 +32,8 @@ pub use publisher::{EventPublisher, PublishError};
 ///
 /// * `dynamodb:PutItem`: interaction records (`store::dynamodb`) and ledger claims;
 ///   `GetItem`, `UpdateItem`, `DeleteItem`: the idempotency ledger (`ledger::dynamodb`).
-/// * `ses:SendEmail`: confirmation emails (`mail::ses`).
+/// * `ses:SendEmail`: confirmation emails (`mail::ses`); `ses:PutSuppressedDestination`:
+///   a hard bounce or complaint also goes on the account's suppression list (`mail::ses`).
 /// * `lambda:InvokeFunction`: `ranking.requestUpdate` starts training-export (`retrain`).
 ///
 /// [`publisher::EventPublisher`] (`events:PutEvents`) is the CLI's `publish` command only.
@@ -41,5 +43,6 @@ pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "ses:SendEmail",
+    "ses:PutSuppressedDestination",
     "lambda:InvokeFunction",
 ];

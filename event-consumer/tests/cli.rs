@@ -212,3 +212,54 @@ async fn publish_puts_the_event_on_the_bus_or_says_why_not() {
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("error:"), "{err}");
 }
+
+/// An enrollment for `address` with its own event id, written into `dir`.
+fn enrollment_to(dir: &Path, event_id: &str, address: &str) -> PathBuf {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("student_enrolled.json")).unwrap()).unwrap();
+    event["id"] = event_id.into();
+    event["detail"]["email"] = address.into();
+    let path = dir.join(format!("{event_id}.json"));
+    std::fs::write(&path, serde_json::to_vec(&event).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn the_mailbox_simulator_bounces_offline_and_the_next_email_is_suppressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = tempfile::tempdir().unwrap();
+    let first = enrollment_to(
+        events.path(),
+        "7f1e0a52-0000-4000-8000-000000000001",
+        "bounce@simulator.amazonses.com",
+    );
+    let (code, out, err) = run(consumer(dir.path()).args(["handle", "--event"]).arg(&first));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("email written to"), "the first email goes out: {out}");
+    assert!(out.contains("simulated SES event"), "the simulator answers with a bounce: {out}");
+    assert!(out.contains("SES Bounce: 1 address(es) suppressed"), "{out}");
+    let pending = dir.path().join("outbox/ses-events");
+    let still_pending: Vec<_> =
+        std::fs::read_dir(&pending).unwrap().filter_map(Result::ok).filter(|e| e.path().is_file()).collect();
+    assert!(still_pending.is_empty(), "a delivered event moves to handled/: {still_pending:?}");
+    assert_eq!(std::fs::read_dir(pending.join("handled")).unwrap().count(), 1);
+
+    // The same address (any case) on a new enrollment: no email, and it says why.
+    let second = enrollment_to(
+        events.path(),
+        "7f1e0a52-0000-4000-8000-000000000002",
+        "Bounce@Simulator.AmazonSES.com",
+    );
+    let (code, out, err) = run(consumer(dir.path()).args(["handle", "--event"]).arg(&second));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("stored interaction"), "the enrollment itself is kept: {out}");
+    assert!(out.contains("email not sent: the address is suppressed"), "{out}");
+    assert!(!out.contains("simulated SES event"), "nothing sent, nothing bounced: {out}");
+    let emails = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .count();
+    assert_eq!(emails, 1, "only the first enrollment wrote an email");
+    assert_eq!(stored_count(dir.path()), 2);
+}

@@ -292,3 +292,38 @@ async fn published_events_reach_a_rule_target_and_parse_back() {
     assert_eq!(parsed.event, enrolled);
     assert_eq!(parsed.id.as_str(), event_id);
 }
+
+/// The suppression list lives in the ledger table: a first suppression wins and is
+/// kept, a second one changes nothing, transient bounces count without suppressing,
+/// and the item never carries the address.
+#[tokio::test]
+async fn the_dynamodb_suppression_list_keeps_the_first_record_and_counts_transients() {
+    use event_consumer::suppression::{AddressKey, Suppression, SuppressionList, SuppressionReason};
+    let config = testkit::moto_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    let table = testkit::unique_name("ledger");
+    create_ledger_table(&dynamo, &table).await;
+    let ledger = DynamoLedger::new(dynamo.clone(), &table);
+    let bounced = AddressKey::of(&EmailAddress::parse("bounce@simulator.amazonses.com").unwrap());
+    let full = AddressKey::of(&EmailAddress::parse("ooto@simulator.amazonses.com").unwrap());
+
+    assert_eq!(ledger.lookup(&bounced).await.unwrap(), None);
+    let first = Suppression {
+        reason: SuppressionReason::Bounce,
+        detail: "Permanent/General".into(),
+        since: 1_800_000_000,
+    };
+    assert!(ledger.suppress(&bounced, &first).await.unwrap(), "the first suppression is applied");
+    let later =
+        Suppression { reason: SuppressionReason::Complaint, detail: "abuse".into(), since: 1_800_000_100 };
+    assert!(!ledger.suppress(&bounced, &later).await.unwrap(), "already suppressed: nothing changes");
+    assert_eq!(ledger.lookup(&bounced).await.unwrap(), Some(first));
+
+    assert_eq!(ledger.count_transient_bounce(&full, 1_800_000_000).await.unwrap(), 1);
+    assert_eq!(ledger.count_transient_bounce(&full, 1_800_000_060).await.unwrap(), 2);
+    assert_eq!(ledger.lookup(&full).await.unwrap(), None, "transient bounces do not suppress");
+
+    let items = dynamo.scan().table_name(&table).send().await.unwrap();
+    let dump = format!("{:?}", items.items());
+    assert!(!dump.contains("simulator.amazonses.com"), "no address in the table: {dump}");
+}

@@ -7,6 +7,7 @@ pub mod ids;
 pub mod interaction;
 pub mod personalize;
 pub mod pipeline;
+pub mod ses;
 
 pub use events::{DetailType, DomainEvent, EmailAddress, EventEnvelope, EventError, ParsedEvent};
 pub use ids::{IdError, ItemId, MAX_ID_CHARS, USER_ID_PATTERN, UserId};

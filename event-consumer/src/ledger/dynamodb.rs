@@ -39,7 +39,7 @@ pub struct DynamoLedger {
     table: String,
 }
 
-fn dynamo_error<E>(operation: &'static str, table: &str, err: SdkError<E>) -> LedgerError
+pub(crate) fn dynamo_error<E>(operation: &'static str, table: &str, err: SdkError<E>) -> LedgerError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -52,15 +52,15 @@ where
     }
 }
 
-fn is_condition_failure<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+pub(crate) fn is_condition_failure<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
     matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ConditionalCheckFailedException"))
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: i64) -> AttributeValue {
+pub(crate) fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
@@ -71,6 +71,10 @@ impl DynamoLedger {
 
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// The record for `key`, read consistently (a claim just written is seen).
@@ -91,11 +95,11 @@ impl DynamoLedger {
     }
 }
 
-fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+pub(crate) fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+pub(crate) fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
     item.get(name).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
 }
 

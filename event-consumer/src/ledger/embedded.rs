@@ -27,6 +27,15 @@ CREATE TABLE IF NOT EXISTS effect_ledger (
     updated_at       INTEGER NOT NULL,
     expires_at       INTEGER NOT NULL
 );
+-- Addresses not to mail (crate::suppression): no expiry, by design.
+CREATE TABLE IF NOT EXISTS suppressions (
+    address_key       TEXT PRIMARY KEY,
+    reason            TEXT CHECK (reason IN ('bounce', 'complaint')),
+    detail            TEXT,
+    suppressed_at     INTEGER,
+    transient_bounces INTEGER NOT NULL DEFAULT 0,
+    updated_at        INTEGER NOT NULL
+);
 ";
 
 #[derive(Clone)]
@@ -67,13 +76,16 @@ impl EmbeddedLedger {
         Ok(ledger)
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+    pub(crate) fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
         // SQLite rolls back whatever a panicking holder left open; the lock is safe to reuse.
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|source| LedgerError::Sqlite { path: self.path.display().to_string(), source })
     }
 
-    async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&EmbeddedLedger) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {

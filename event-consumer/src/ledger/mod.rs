@@ -32,6 +32,8 @@ pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 pub enum Effect {
     ConfirmationEmail,
     Retrain,
+    /// Acting on one SES event (a bounce, a complaint), keyed by SES's report id.
+    SesFeedback,
 }
 
 impl Effect {
@@ -39,11 +41,14 @@ impl Effect {
         match self {
             Effect::ConfirmationEmail => "confirmation-email",
             Effect::Retrain => "retrain",
+            Effect::SesFeedback => "ses-feedback",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Effect::ConfirmationEmail, Effect::Retrain].into_iter().find(|e| e.as_str() == raw)
+        [Effect::ConfirmationEmail, Effect::Retrain, Effect::SesFeedback]
+            .into_iter()
+            .find(|e| e.as_str() == raw)
     }
 }
 
@@ -164,7 +169,7 @@ pub trait IdempotencyLedger: Send + Sync {
     async fn release(&self, key: &EffectKey, token: &ClaimToken) -> Result<(), LedgerError>;
 }
 
-fn retention_secs() -> i64 {
+pub(crate) fn retention_secs() -> i64 {
     RETENTION.as_secs() as i64
 }
 

@@ -3,12 +3,15 @@
 
 pub mod outbox;
 pub mod ses;
+pub mod simulator;
 pub mod templates;
 
 use std::path::PathBuf;
 
 use async_trait::async_trait;
 use schemas::{EmailAddress, EventId};
+
+use crate::suppression::SuppressionReason;
 
 pub use templates::{Language, RenderedEmail, render_enrollment};
 
@@ -46,8 +49,8 @@ pub enum MailError {
     /// `may_have_been_sent`: the request may have reached SES and the email may be on its
     /// way (a timeout, a 5xx, a connection lost after sending). The consumer then keeps
     /// its claim until the lease expires instead of freeing it for an immediate resend.
-    #[error("SES SendEmail failed ({code}): {message}")]
-    Ses { code: String, message: String, retryable: bool, may_have_been_sent: bool },
+    #[error("SES {operation} failed ({code}): {message}")]
+    Ses { operation: &'static str, code: String, message: String, retryable: bool, may_have_been_sent: bool },
     #[error("outbox {path}: {source}")]
     Outbox {
         path: PathBuf,
@@ -86,6 +89,15 @@ impl MailError {
 #[async_trait]
 pub trait Mailer: Send + Sync {
     async fn send(&self, email: &OutgoingEmail) -> Result<MailReceipt, MailError>;
+
+    /// Puts the address on the transport's own suppression list (SES's account-level
+    /// list; the outbox keeps one like it), so the transport itself refuses it from now on.
+    /// Idempotent.
+    async fn suppress_destination(
+        &self,
+        address: &EmailAddress,
+        reason: SuppressionReason,
+    ) -> Result<(), MailError>;
 }
 
 /// Replaces every word that holds an `@` with `<address>`, so an error text from

@@ -11,16 +11,22 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use mail_builder::MessageBuilder;
-use schemas::EventId;
+use schemas::{EmailAddress, EventId};
 use sha2::{Digest, Sha256};
 
+use super::simulator::{self, Simulated, SimulatedMessage};
 use super::{MailError, MailReceipt, Mailer, OutgoingEmail};
+use crate::suppression::{AddressKey, SuppressionReason};
 
 /// Folder of the outbox inside the data directory.
 pub const OUTBOX_DIR: &str = "outbox";
 
 /// Domain used in the `Message-ID` of outbox mail.
 const MESSAGE_ID_DOMAIN: &str = "outbox.student-system.local";
+
+/// The outbox's account-level suppression list: one address key (never the address)
+/// and reason per line, like SES's list (see [`Mailer::suppress_destination`]).
+pub const ACCOUNT_SUPPRESSION_FILE: &str = "account-suppression-list.txt";
 
 #[derive(Debug, Clone)]
 pub struct OutboxMailer {
@@ -46,6 +52,16 @@ impl OutboxMailer {
         self.dir.join(format!("{}.eml", file_stem(event_id)))
     }
 
+    fn on_account_list(&self, address: &EmailAddress) -> Result<bool, MailError> {
+        let path = self.dir.join(ACCOUNT_SUPPRESSION_FILE);
+        let key = AddressKey::of(address);
+        match std::fs::read_to_string(&path) {
+            Ok(list) => Ok(list.lines().any(|line| line.split_whitespace().next() == Some(key.as_str()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(MailError::Outbox { path, source }),
+        }
+    }
+
     fn send_blocking(&self, email: &OutgoingEmail) -> Result<MailReceipt, MailError> {
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -58,6 +74,15 @@ impl OutboxMailer {
         let receipt = MailReceipt { message_id: message_id.clone(), outbox_file: Some(final_path.clone()) };
         if final_path.exists() {
             return Ok(receipt);
+        }
+        // SES accepts a message to a listed address, delivers nothing and reports a bounce.
+        let simulated = match Simulated::of(&email.to) {
+            None if self.on_account_list(&email.to)? => Some(Simulated::SuppressionList),
+            other => other,
+        };
+        if let Some(simulated) = simulated.filter(|s| !s.delivers()) {
+            self.write_simulated_events(email, &stem, &message_id, simulated)?;
+            return Ok(MailReceipt { message_id, outbox_file: None });
         }
         let bytes = build_eml(email, &message_id, time::OffsetDateTime::now_utc().unix_timestamp())
             .map_err(io(&final_path))?;
@@ -81,9 +106,71 @@ impl OutboxMailer {
         };
         let _ = std::fs::remove_file(&temp_path);
         linked.map_err(io(&final_path))?;
+        if let Some(simulated) = simulated {
+            self.write_simulated_events(email, &stem, &message_id, simulated)?;
+        }
         Ok(receipt)
     }
+
+    /// Writes what SES would publish about this message (see [`simulator`](super::simulator)),
+    /// each file whole, and never twice for one message.
+    fn write_simulated_events(
+        &self,
+        email: &OutgoingEmail,
+        stem: &str,
+        message_id: &str,
+        simulated: Simulated,
+    ) -> Result<(), MailError> {
+        let events_dir = self.dir.join(simulator::EVENTS_DIR);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| MailError::Outbox { path, source }
+        };
+        std::fs::create_dir_all(&events_dir).map_err(io(&events_dir))?;
+        let timestamp = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let message = SimulatedMessage {
+            message_id,
+            from: &email.from,
+            to: &email.to,
+            configuration_set: Some(LOCAL_CONFIGURATION_SET),
+            timestamp: &timestamp,
+        };
+        for (index, kind) in simulated.events().iter().enumerate() {
+            let path = simulator::event_file(&events_dir, stem, index, *kind);
+            let handled = events_dir.join(simulator::HANDLED_DIR).join(path.file_name().unwrap_or_default());
+            if path.exists() || handled.exists() {
+                continue;
+            }
+            let body = serde_json::to_vec_pretty(&simulator::envelope(*kind, simulated, &message))
+                .map_err(|e| io(&path)(std::io::Error::other(e)))?;
+            let temp = events_dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&temp, body).map_err(io(&temp))?;
+            std::fs::rename(&temp, &path).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    fn suppress_blocking(&self, address: &EmailAddress, reason: SuppressionReason) -> Result<(), MailError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|source| MailError::Outbox { path: self.dir.clone(), source })?;
+        if self.on_account_list(address)? {
+            return Ok(());
+        }
+        let path = self.dir.join(ACCOUNT_SUPPRESSION_FILE);
+        let line = format!("{} {reason}\n", AddressKey::of(address).as_str());
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(line.as_bytes()))
+            .map_err(|source| MailError::Outbox { path, source })
+    }
 }
+
+/// The configuration set named in simulated events (the stack's own is `<stack>-email`).
+pub const LOCAL_CONFIGURATION_SET: &str = "local";
 
 #[async_trait]
 impl Mailer for OutboxMailer {
@@ -91,6 +178,17 @@ impl Mailer for OutboxMailer {
         let mailer = self.clone();
         let email = email.clone();
         tokio::task::spawn_blocking(move || mailer.send_blocking(&email))
+            .await
+            .map_err(|e| MailError::Task(e.to_string()))?
+    }
+
+    async fn suppress_destination(
+        &self,
+        address: &EmailAddress,
+        reason: SuppressionReason,
+    ) -> Result<(), MailError> {
+        let (mailer, address) = (self.clone(), address.clone());
+        tokio::task::spawn_blocking(move || mailer.suppress_blocking(&address, reason))
             .await
             .map_err(|e| MailError::Task(e.to_string()))?
     }
@@ -134,7 +232,6 @@ pub fn file_stem(event_id: &EventId) -> String {
 mod tests {
     use super::*;
     use crate::mail::RenderedEmail;
-    use schemas::EmailAddress;
 
     fn email(event_id: &str) -> OutgoingEmail {
         OutgoingEmail {

@@ -12,11 +12,14 @@ use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::config::retry::RetryConfig;
 use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sesv2::operation::send_email::SendEmailError;
-use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
+use aws_sdk_sesv2::types::{
+    Body, Content, Destination, EmailContent, Message, MessageTag, SuppressionListReason,
+};
+use schemas::EmailAddress;
 
 use super::outbox::file_stem;
 use super::{MailError, MailReceipt, Mailer, OutgoingEmail, scrub_addresses};
+use crate::suppression::SuppressionReason;
 
 #[derive(Debug, Clone)]
 pub struct SesMailer {
@@ -46,6 +49,7 @@ impl SesMailer {
 
 fn utf8(data: &str) -> Result<Content, MailError> {
     Content::builder().data(data).charset("UTF-8").build().map_err(|e| MailError::Ses {
+        operation: "SendEmail",
         code: "BuildRequest".into(),
         message: e.to_string(),
         retryable: false,
@@ -64,6 +68,7 @@ impl Mailer for SesMailer {
         let tag =
             MessageTag::builder().name("eventId").value(file_stem(&email.event_id)).build().map_err(|e| {
                 MailError::Ses {
+                    operation: "SendEmail",
                     code: "BuildRequest".into(),
                     message: e.to_string(),
                     retryable: false,
@@ -80,31 +85,53 @@ impl Mailer for SesMailer {
             .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify("SendEmail", e))?;
         Ok(MailReceipt { message_id: output.message_id().unwrap_or_default().to_owned(), outbox_file: None })
+    }
+
+    async fn suppress_destination(
+        &self,
+        address: &EmailAddress,
+        reason: SuppressionReason,
+    ) -> Result<(), MailError> {
+        let reason = match reason {
+            SuppressionReason::Bounce => SuppressionListReason::Bounce,
+            SuppressionReason::Complaint => SuppressionListReason::Complaint,
+        };
+        // Putting an address that is already listed updates its reason: idempotent.
+        self.client
+            .put_suppressed_destination()
+            .email_address(address.as_str())
+            .reason(reason)
+            .send()
+            .await
+            .map_err(|e| classify("PutSuppressedDestination", e))?;
+        Ok(())
     }
 }
 
-/// Sorts an SES failure into "try again later" or "this email will never go", and says
-/// whether it may have gone out all the same.
+/// Sorts an SES failure into "try again later" or "this will never work", and says
+/// whether the email may have gone out all the same.
 ///
 /// Ambiguous (the email may be on its way): a timeout, a 5xx, a connection lost or a
 /// response unreadable after the request went out. Definite (nothing was sent): a 4xx
 /// (validation, rejection, throttling), a request that could not be built, a connection
 /// that was never made. See [`aws_failure::may_have_been_sent`].
-pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
+pub(crate) fn classify<E>(operation: &'static str, err: SdkError<E>) -> MailError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     match &err {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             let e = service.err();
+            let code = e.code().unwrap_or("Unknown");
             let retryable = status == 429
                 || status >= 500
-                || matches!(
-                    e,
-                    SendEmailError::TooManyRequestsException(_) | SendEmailError::LimitExceededException(_)
-                );
+                || matches!(code, "TooManyRequestsException" | "LimitExceededException");
             MailError::Ses {
-                code: e.code().unwrap_or("Unknown").to_owned(),
+                operation,
+                code: code.to_owned(),
                 message: format!("{} (HTTP {status})", scrub_addresses(e.message().unwrap_or("no message"))),
                 retryable,
                 // SES may have queued the email before failing to say so.
@@ -113,6 +140,7 @@ pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
         }
         // Our request could not be built: a bug, and the same bug next time.
         SdkError::ConstructionFailure(_) => MailError::Ses {
+            operation,
             code: "ConstructionFailure".into(),
             message: scrub_addresses(&aws_failure::summary(&err)),
             retryable: false,
@@ -120,6 +148,7 @@ pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
         },
         // Timeouts, connection failures, unreadable responses: transient.
         _ => MailError::Ses {
+            operation,
             code: if matches!(err, SdkError::TimeoutError(_)) { "Timeout" } else { "Transport" }.into(),
             message: scrub_addresses(&aws_failure::summary(&err)),
             retryable: true,
@@ -132,12 +161,13 @@ pub(crate) fn classify(err: SdkError<SendEmailError>) -> MailError {
 mod tests {
     use super::*;
     use crate::mail::RenderedEmail;
-    use aws_sdk_sesv2::operation::send_email::SendEmailOutput;
+    use aws_sdk_sesv2::operation::send_email::{SendEmailError, SendEmailOutput};
     use aws_sdk_sesv2::types::error::{MessageRejected, TooManyRequestsException};
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use aws_smithy_runtime_api::http::{Response, StatusCode};
     use aws_smithy_types::body::SdkBody;
-    use schemas::{EmailAddress, EventId};
+    use aws_smithy_types::error::ErrorMetadata;
+    use schemas::EventId;
 
     fn email() -> OutgoingEmail {
         OutgoingEmail {
@@ -155,7 +185,12 @@ mod tests {
     #[tokio::test]
     async fn throttling_and_5xx_are_retryable_and_rejection_is_not() {
         let throttled = mock!(aws_sdk_sesv2::Client::send_email).then_error(|| {
-            SendEmailError::TooManyRequestsException(TooManyRequestsException::builder().build())
+            // The code SES sends in `__type`, as the SDK's deserializer records it.
+            SendEmailError::TooManyRequestsException(
+                TooManyRequestsException::builder()
+                    .meta(ErrorMetadata::builder().code("TooManyRequestsException").build())
+                    .build(),
+            )
         });
         let unavailable = mock!(aws_sdk_sesv2::Client::send_email).then_http_response(|| {
             Response::new(
@@ -201,5 +236,41 @@ mod tests {
         assert!(!err.to_string().contains('@'), "addresses are scrubbed: {err}");
         let receipt = mailer.send(&email()).await.unwrap();
         assert_eq!(receipt, MailReceipt { message_id: "ses-1".into(), outbox_file: None });
+    }
+
+    #[tokio::test]
+    async fn a_suppression_reaches_the_account_list_and_a_throttle_is_retryable() {
+        use aws_sdk_sesv2::operation::put_suppressed_destination::{
+            PutSuppressedDestinationError, PutSuppressedDestinationOutput,
+        };
+        let listed = mock!(aws_sdk_sesv2::Client::put_suppressed_destination)
+            .match_requests(|r| {
+                r.email_address() == Some("bounce@simulator.amazonses.com")
+                    && r.reason() == Some(&SuppressionListReason::Bounce)
+            })
+            .then_output(|| PutSuppressedDestinationOutput::builder().build());
+        let complaint = mock!(aws_sdk_sesv2::Client::put_suppressed_destination)
+            .match_requests(|r| r.reason() == Some(&SuppressionListReason::Complaint))
+            .then_output(|| PutSuppressedDestinationOutput::builder().build());
+        let throttled = mock!(aws_sdk_sesv2::Client::put_suppressed_destination).then_error(|| {
+            PutSuppressedDestinationError::TooManyRequestsException(
+                TooManyRequestsException::builder()
+                    .meta(ErrorMetadata::builder().code("TooManyRequestsException").build())
+                    .build(),
+            )
+        });
+        let client =
+            mock_client!(aws_sdk_sesv2, RuleMode::Sequential, [&listed, &complaint, &throttled], |c| c
+                .retry_config(RetryConfig::disabled()));
+        let mailer = SesMailer::new(client);
+        let address = EmailAddress::parse("bounce@simulator.amazonses.com").unwrap();
+
+        mailer.suppress_destination(&address, SuppressionReason::Bounce).await.unwrap();
+        mailer.suppress_destination(&address, SuppressionReason::Complaint).await.unwrap();
+        let err = mailer.suppress_destination(&address, SuppressionReason::Bounce).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("PutSuppressedDestination"), "names the operation: {err}");
+        assert_eq!(listed.num_calls(), 1);
+        assert_eq!(complaint.num_calls(), 1);
     }
 }

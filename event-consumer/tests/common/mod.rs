@@ -15,6 +15,7 @@ use event_consumer::ledger::{Claim, ClaimToken, Completion, EffectKey, Idempoten
 use event_consumer::mail::outbox::OutboxMailer;
 use event_consumer::mail::{MailError, MailReceipt, Mailer, OutgoingEmail};
 use event_consumer::retrain::{RetrainError, RetrainRequest, RetrainTrigger};
+use event_consumer::suppression::{AddressKey, Suppression, SuppressionList, SuppressionReason};
 use event_consumer::{ConsumerError, Language};
 use futures::stream::{self, StreamExt};
 use rand::SeedableRng;
@@ -73,6 +74,8 @@ pub struct CountingMailer<M> {
     pub inner: M,
     failures_left: AtomicUsize,
     pub sends: Mutex<HashMap<String, usize>>,
+    /// Calls that put an address on the transport's account-level list.
+    pub account_suppressions: AtomicUsize,
 }
 
 impl<M> CountingMailer<M> {
@@ -81,7 +84,12 @@ impl<M> CountingMailer<M> {
     }
 
     pub fn failing_first(inner: M, failures: usize) -> Self {
-        Self { inner, failures_left: AtomicUsize::new(failures), sends: Mutex::default() }
+        Self {
+            inner,
+            failures_left: AtomicUsize::new(failures),
+            sends: Mutex::default(),
+            account_suppressions: AtomicUsize::new(0),
+        }
     }
 
     pub fn total_sends(&self) -> usize {
@@ -102,6 +110,7 @@ impl<M: Mailer> Mailer for CountingMailer<M> {
     async fn send(&self, email: &OutgoingEmail) -> Result<MailReceipt, MailError> {
         if take_failure(&self.failures_left) {
             return Err(MailError::Ses {
+                operation: "SendEmail",
                 code: "TooManyRequestsException".into(),
                 message: "Maximum sending rate exceeded.".into(),
                 retryable: true,
@@ -112,6 +121,16 @@ impl<M: Mailer> Mailer for CountingMailer<M> {
         *self.sends.lock().unwrap().entry(email.event_id.to_string()).or_default() += 1;
         Ok(receipt)
     }
+
+    async fn suppress_destination(
+        &self,
+        address: &EmailAddress,
+        reason: SuppressionReason,
+    ) -> Result<(), MailError> {
+        self.inner.suppress_destination(address, reason).await?;
+        self.account_suppressions.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 /// A mailer that always refuses: the message would never be accepted.
@@ -121,8 +140,19 @@ pub struct RejectingMailer;
 impl Mailer for RejectingMailer {
     async fn send(&self, _email: &OutgoingEmail) -> Result<MailReceipt, MailError> {
         Err(MailError::Ses {
+            operation: "SendEmail",
             code: "MessageRejected".into(),
             message: "rejected".into(),
+            retryable: false,
+            may_have_been_sent: false,
+        })
+    }
+
+    async fn suppress_destination(&self, _: &EmailAddress, _: SuppressionReason) -> Result<(), MailError> {
+        Err(MailError::Ses {
+            operation: "PutSuppressedDestination",
+            code: "AccessDeniedException".into(),
+            message: "not authorized".into(),
             retryable: false,
             may_have_been_sent: false,
         })
@@ -141,10 +171,22 @@ impl Mailer for TimingOutMailer {
     async fn send(&self, _email: &OutgoingEmail) -> Result<MailReceipt, MailError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         Err(MailError::Ses {
+            operation: "SendEmail",
             code: "Timeout".into(),
             message: "operation timeout (all attempts including retries) occurred after 5s".into(),
             retryable: true,
             may_have_been_sent: true,
+        })
+    }
+
+    async fn suppress_destination(&self, _: &EmailAddress, _: SuppressionReason) -> Result<(), MailError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        Err(MailError::Ses {
+            operation: "PutSuppressedDestination",
+            code: "Timeout".into(),
+            message: "operation timeout occurred after 5s".into(),
+            retryable: true,
+            may_have_been_sent: false,
         })
     }
 }
@@ -230,6 +272,22 @@ impl<L: IdempotencyLedger> IdempotencyLedger for FlakyLedger<L> {
 
     async fn release(&self, key: &EffectKey, token: &ClaimToken) -> Result<(), LedgerError> {
         self.inner.release(key, token).await
+    }
+}
+
+/// The suppression list passes through untouched: only completions are flaky.
+#[async_trait]
+impl<L: SuppressionList> SuppressionList for FlakyLedger<L> {
+    async fn lookup(&self, key: &AddressKey) -> Result<Option<Suppression>, LedgerError> {
+        self.inner.lookup(key).await
+    }
+
+    async fn suppress(&self, key: &AddressKey, suppression: &Suppression) -> Result<bool, LedgerError> {
+        self.inner.suppress(key, suppression).await
+    }
+
+    async fn count_transient_bounce(&self, key: &AddressKey, now: i64) -> Result<u64, LedgerError> {
+        self.inner.count_transient_bounce(key, now).await
     }
 }
 
@@ -444,4 +502,43 @@ pub async fn scan_all(store: &dyn InteractionStore) -> Vec<Interaction> {
     }
     all.sort_by(|a, b| a.event_id.cmp(&b.event_id));
     all
+}
+
+// ---- SES events ---------------------------------------------------------------
+
+/// An SES event as a configuration set's EventBridge destination delivers it.
+/// `envelope_id` differs between two publications of one report, as it may in AWS.
+pub fn ses_event(envelope_id: &str, kind: &str, feedback_id: &str, address: &str) -> Vec<u8> {
+    let mail = serde_json::json!({
+        "timestamp": "2026-12-07T02:00:02Z", "source": "no-reply@student-system.local",
+        "messageId": format!("msg-{feedback_id}"), "destination": [address],
+        "tags": {"ses:configuration-set": ["ranking-email"]},
+    });
+    let (detail_type, detail) = match kind {
+        "permanent" | "transient" => (
+            "Email Bounced",
+            serde_json::json!({"eventType": "Bounce", "mail": mail, "bounce": {
+                "bounceType": if kind == "permanent" { "Permanent" } else { "Transient" },
+                "bounceSubType": if kind == "permanent" { "General" } else { "MailboxFull" },
+                "feedbackId": feedback_id, "timestamp": "2026-12-07T02:00:04Z",
+                "bouncedRecipients": [{"emailAddress": address, "action": "failed", "status": "5.1.1"}]}}),
+        ),
+        "complaint" => (
+            "Email Complaint Received",
+            serde_json::json!({"eventType": "Complaint", "mail": mail, "complaint": {
+                "feedbackId": feedback_id, "complaintFeedbackType": "abuse", "timestamp": "2026-12-07T02:00:09Z",
+                "complainedRecipients": [{"emailAddress": address}]}}),
+        ),
+        "delivery" => (
+            "Email Delivered",
+            serde_json::json!({"eventType": "Delivery", "mail": mail, "delivery": {"recipients": [address]}}),
+        ),
+        other => panic!("no SES event kind {other}"),
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "version": "0", "id": envelope_id, "detail-type": detail_type, "source": "aws.ses",
+        "account": "123456789012", "time": "2026-12-07T02:00:05Z", "region": "us-east-1",
+        "resources": [], "detail": detail,
+    }))
+    .unwrap()
 }
