@@ -49,6 +49,10 @@ pub struct Function {
     /// Logical ids and parameters its grants may name as `Resource`.
     pub own: &'static [&'static str],
     pub platform: &'static [PlatformGrant],
+    /// Actions of its code that the Service Authorization Reference lists with no resource type:
+    /// a statement of those actions only may (and must) have `Resource: '*'`; every other grant
+    /// still names the function's own resources.
+    pub no_resource_type: &'static [PlatformGrant],
 }
 
 const LOGS: [PlatformGrant; 2] = [
@@ -99,6 +103,7 @@ pub const FUNCTIONS: [Function; 3] = [
             "RankingApiLogGroup",
         ],
         platform: &LOGS,
+        no_resource_type: &[],
     },
     Function {
         crate_name: "event-consumer",
@@ -118,7 +123,8 @@ pub const FUNCTIONS: [Function; 3] = [
             "InteractionsTable",
             "IdempotencyTable",
             "SesIdentity",
-            "SesConfigurationSet",
+            "EmailIdentity",
+            "EmailConfigurationSet",
             "TrainingExportFunction",
             "EventConsumerDeadLetterQueue",
             "EventConsumerLogGroup",
@@ -131,6 +137,10 @@ pub const FUNCTIONS: [Function; 3] = [
                 why: "Lambda sends an event that failed every retry to the on-failure queue with the function's role",
             },
         ],
+        no_resource_type: &[PlatformGrant {
+            action: "ses:PutSuppressedDestination",
+            why: "the account-level suppression list is no resource: the action has no resource type, so only '*' grants it",
+        }],
     },
     Function {
         crate_name: "training-export",
@@ -174,6 +184,7 @@ pub const FUNCTIONS: [Function; 3] = [
                 why: "DynamoDB writes an ExportTableToPointInTime export into the bucket with the caller's permissions, s3:PutObjectAcl among them",
             },
         ],
+        no_resource_type: &[],
     },
 ];
 

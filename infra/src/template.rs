@@ -255,6 +255,24 @@ pub fn check_function(template: &Value, f: &Function, code_actions: &[&str]) -> 
         if s.effect == "Allow" && s.resources.is_empty() {
             problems.push(format!("{}: {:?} has no Resource", f.role_id, s.actions));
         }
+        let unscoped = !s.actions.is_empty()
+            && s.actions.iter().all(|a| f.no_resource_type.iter().any(|g| g.action == a.as_str()));
+        if s.effect == "Allow"
+            && s.actions.iter().any(|a| f.no_resource_type.iter().any(|g| g.action == a.as_str()))
+        {
+            if !unscoped {
+                problems.push(format!(
+                    "{}: {:?} mixes actions without a resource type with others; give them a statement of their own",
+                    f.role_id, s.actions
+                ));
+            } else if s.resources != [Value::String("*".into())] {
+                problems.push(format!(
+                    "{}: {:?} has no resource type, so its Resource must be exactly '*' (not {:?})",
+                    f.role_id, s.actions, s.resources
+                ));
+            }
+            continue;
+        }
         for r in &s.resources {
             if matches!(r, Value::String(_)) {
                 problems.push(format!(

@@ -185,3 +185,43 @@ fn a_drifted_aws_actions_list_is_caught() {
         ["ranking-api: AWS_ACTIONS lists s3:PutObject but no SDK call in its sources needs it"]
     );
 }
+
+#[test]
+fn only_an_action_without_a_resource_type_may_have_a_star_resource() {
+    let f = FUNCTIONS.iter().find(|f| f.crate_name == "event-consumer").unwrap();
+    assert!(f.no_resource_type.iter().any(|g| g.action == "ses:PutSuppressedDestination"));
+    let mut calls = code_actions(f).to_vec();
+    if !calls.contains(&"ses:PutSuppressedDestination") {
+        calls.push("ses:PutSuppressedDestination");
+    }
+    let clean = template::load();
+    assert_eq!(check_function(&clean, f, &calls), Vec::<String>::new());
+    fn statements<'a>(t: &'a mut Value, role: &str) -> &'a mut Vec<Value> {
+        template::resource_mut(t, role).unwrap()["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_sequence_mut()
+            .unwrap()
+    }
+    let index = |t: &mut Value, sid: &str| {
+        statements(t, f.role_id).iter().position(|s| s["Sid"].as_str() == Some(sid)).unwrap()
+    };
+
+    // '*' on an action that has a resource type is still foreign.
+    let mut t = clean.clone();
+    let i = index(&mut t, "Email");
+    statements(&mut t, f.role_id)[i]["Resource"] = Value::String("*".into());
+    assert!(check_function(&t, f, &calls).iter().any(|p| p.contains("literal resource")), "'*' on SendEmail");
+
+    // Mixed into another statement, it would give that action '*' too.
+    let mut t = clean.clone();
+    let i = index(&mut t, "Suppression");
+    statements(&mut t, f.role_id)[i]["Action"] =
+        serde_yaml_ng::from_str("[ses:PutSuppressedDestination, ses:SendEmail]").unwrap();
+    assert!(check_function(&t, f, &calls).iter().any(|p| p.contains("mixes actions")));
+
+    // Scoped to something else, it would not be granted at all.
+    let mut t = clean.clone();
+    let i = index(&mut t, "Suppression");
+    statements(&mut t, f.role_id)[i]["Resource"] =
+        serde_yaml_ng::from_str("!GetAtt IdempotencyTable.Arn").unwrap();
+    assert!(check_function(&t, f, &calls).iter().any(|p| p.contains("must be exactly '*'")));
+}

@@ -429,6 +429,15 @@ def _ses_identity(address: str, identities: Collection[str] | None) -> str:
 
 def _ses(request: _Request) -> list[Check]:
     path = request.path.split("?", 1)[0].rstrip("/")
+    if request.method == "PUT" and path == "/v2/email/suppression/addresses":
+        # The account-level suppression list: the Service Authorization Reference gives
+        # ses:PutSuppressedDestination no resource type, so IAM evaluates it on "*".
+        body = request.json()
+        if not body.get("EmailAddress") or body.get("Reason") not in ("BOUNCE", "COMPLAINT"):
+            raise UnknownRequest(f"SES PutSuppressedDestination without an address or a valid Reason: {body}")
+        if body.get("TenantName"):
+            raise UnknownRequest("SES PutSuppressedDestination for a tenant's list is not mapped")
+        return [Check("ses:PutSuppressedDestination", "*", {}, "SES PutSuppressedDestination")]
     if not (request.method == "POST" and path == "/v2/email/outbound-emails"):
         raise UnknownRequest(f"SES: no IAM mapping for {request.method} {request.path}")
     body = request.json()

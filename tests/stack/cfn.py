@@ -108,6 +108,8 @@ class Stack:
             "AWS::Personalize::Schema": "Name",
             "AWS::Personalize::Dataset": "Name",
             "AWS::Personalize::Solution": "Name",
+            "AWS::SES::ConfigurationSet": "Name",
+            "AWS::SES::EmailIdentity": "EmailIdentity",
         }.get(kind)
         if name_property and name_property in props:
             return self.resolve(props[name_property])

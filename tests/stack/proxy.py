@@ -148,6 +148,8 @@ class Proxy:
         self.account = account
         # The SES identities verified in the account (SES checks SendEmail against the one it sends as).
         self.ses_identities: list[str] | None = None
+        # The account-level suppression list (moto has no PutSuppressedDestination): address -> reason.
+        self.suppressed: dict[str, str] = {}
         self.holds: list[Hold] = []
         proxy = self
 
@@ -243,6 +245,11 @@ class Proxy:
     def _forward(self, service: str, method: str, target: str, headers: dict[str, str], body: bytes):
         if service == "lambda":
             return self.lambda_api(target, headers, body)
+        if service == "ses" and method == "PUT" and target.split("?", 1)[0].rstrip("/") == "/v2/email/suppression/addresses":
+            # SES's account-level suppression list, which moto lacks: the request was checked, keep its entry.
+            request = json.loads(body or b"{}")
+            self.suppressed[str(request.get("EmailAddress", "")).lower()] = str(request.get("Reason", ""))
+            return 200, {"Content-Type": "application/json"}, b"{}"
         backend = self.backends.get(service, self.backends["default"])
         parsed = urllib.parse.urlsplit(backend)
         connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=120)

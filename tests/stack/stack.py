@@ -44,6 +44,17 @@ from .proxy import Caller, Ledger, Proxy, authorize
 
 REGION, ACCOUNT = cfn.REGION, cfn.ACCOUNT
 OBSERVER = "harness:observer"
+# SES's event types (`eventType` of its records) and the detail-types EventBridge gives them.
+SES_DETAIL_TYPES = {
+    "Bounce": "Email Bounced",
+    "Complaint": "Email Complaint Received",
+    "Reject": "Email Rejected",
+    "Delivery": "Email Delivered",
+    "DeliveryDelay": "Email Delivery Delayed",
+    "Send": "Email Sent",
+    "Open": "Email Opened",
+    "Click": "Email Clicked",
+}
 STANDIN_ACCESS_KEY = "standin"  # the key the stand-in's S3 reads are signed with (PersonalizeImportRole)
 
 
@@ -128,6 +139,10 @@ class Deployment:
     invoke_payloads: list[tuple[str, bytes]] = field(default_factory=list)
     # What training-export announced on the bus (an observer rule of the harness's own).
     observed_events: list[dict] = field(default_factory=list)
+    # (rule logical id, event) of every event a rule delivered to a function, as EventBridge sent it.
+    deliveries: list[tuple[str, dict]] = field(default_factory=list)
+    # The template's SES event destinations (moto has none): configuration set -> [(bus ARN, event types)].
+    ses_destinations: dict[str, list[tuple[str, set[str]]]] = field(default_factory=dict)
     _pumping: threading.Event = field(default_factory=threading.Event)
     _pump: threading.Thread | None = None
     _in_flight: int = 0
@@ -177,6 +192,45 @@ class Deployment:
             ]
             result = bridge.put_events(Entries=entries)
             assert result["FailedEntryCount"] == 0, result
+
+    def publish_ses(self, event_type: str, record: dict, *, configuration_set: str | None = None) -> bool:
+        """SES publishes one event record of a send made with `configuration_set` (the stack's by default).
+        For the stack's set it goes where the template's event destination says (the bus of its
+        EventBridge destination, if the destination is enabled for `event_type`); another set's events
+        (another stack in the account) go to the default bus, as their own destination would send them.
+        `record` is SES's record without `eventType` and the configuration-set tag, which are filled in.
+        Returns whether the event was put on a bus."""
+        if event_type not in SES_DETAIL_TYPES:
+            raise ValueError(f"not an SES event type the harness knows: {event_type}")
+        name = configuration_set or self.name("EmailConfigurationSet")
+        detail = json.loads(json.dumps(record))
+        detail["eventType"] = event_type
+        mail = detail.setdefault("mail", {})
+        mail.setdefault("timestamp", time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()))
+        mail.setdefault("messageId", str(uuid.uuid4()))
+        mail.setdefault("source", self.stack.values["EmailSender"])
+        mail.setdefault("destination", [])
+        mail.setdefault("tags", {})["ses:configuration-set"] = [name]
+        if name in self.ses_destinations:
+            wanted = event_type.lower()
+            buses = [bus for bus, types in self.ses_destinations[name] if wanted in types]
+        else:
+            buses = [f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"]
+        bridge = boto("events", self.backends.moto)
+        for bus in buses:
+            result = bridge.put_events(
+                Entries=[
+                    {
+                        "Source": "aws.ses",
+                        "DetailType": SES_DETAIL_TYPES[event_type],
+                        "Detail": json.dumps(detail, ensure_ascii=False),
+                        "EventBusName": bus.rsplit("/", 1)[1],
+                        "Resources": [f"arn:aws:ses:{REGION}:{ACCOUNT}:configuration-set/{name}"],
+                    }
+                ]
+            )
+            assert result["FailedEntryCount"] == 0, result
+        return bool(buses)
 
     def api(self, method: str, path: str, *, headers: dict[str, str] | None = None, key: bool = True) -> ApiResponse:
         """One HTTPS request to the stage's URL (`/<stage>/...`), as API Gateway handles it."""
@@ -334,6 +388,8 @@ class Deployment:
             self.alarms.append({"rule": rule.logical_id, "event": json.loads(body)})
             return
         self._check_permission(rule.target_arn, "events.amazonaws.com", rule.arn)
+        with self._lock:
+            self.deliveries.append((rule.logical_id, json.loads(body)))
         self.lambdas.resolve(rule.target_arn).invoke_async(body.encode())
 
     def settle(self, timeout: float = 120) -> None:
@@ -536,12 +592,39 @@ def deploy(
     sqs = boto("sqs", backends.moto)
     for logical_id in stack.of_type("AWS::SQS::Queue"):
         dep.queue_urls[logical_id] = sqs.create_queue(QueueName=stack.physical_name(logical_id))["QueueUrl"]
-    # SES: the identity the template names, verified (the operator's step in infra/README.md).
+    # SES: the identities the stack sends as, verified (SesIdentity by the operator beforehand; EmailDomain's by
+    # the stack, once its DNS records are published: infra/README.md).
     ses = boto("sesv2", backends.moto)
-    ses.create_email_identity(EmailIdentity=stack.values["SesIdentity"])
+    identities = []
+    if stack.values.get("SesIdentity"):
+        identities.append(stack.values["SesIdentity"])
+    for logical_id in stack.of_type("AWS::SES::EmailIdentity"):
+        domain = stack.ref(logical_id)
+        tokens = ses.create_email_identity(EmailIdentity=domain).get("DkimAttributes", {}).get("Tokens") or []
+        stack.known[logical_id] = {
+            **{f"DkimDNSTokenName{i + 1}": f"{tok}._domainkey.{domain}" for i, tok in enumerate(tokens[:3])},
+            **{f"DkimDNSTokenValue{i + 1}": f"{tok}.dkim.amazonses.com" for i, tok in enumerate(tokens[:3])},
+        }
+        identities.append(domain)
+    for identity in identities:
+        if identity not in [stack.ref(lid) for lid in stack.of_type("AWS::SES::EmailIdentity")]:
+            ses.create_email_identity(EmailIdentity=identity)
     # moto sends only as a verified address; SES itself sends as the verified domain, and IAM checks that.
     ses.create_email_identity(EmailIdentity=stack.values["EmailSender"])
-    proxy.ses_identities = [stack.values["SesIdentity"]]
+    proxy.ses_identities = identities
+    for logical_id in stack.of_type("AWS::SES::ConfigurationSet"):
+        ses.create_configuration_set(ConfigurationSetName=stack.ref(logical_id))
+    # moto has no event destinations: the deployment keeps them and `publish_ses` follows them.
+    for logical_id in stack.of_type("AWS::SES::ConfigurationSetEventDestination"):
+        p = stack.properties(logical_id)
+        destination = p["EventDestination"]
+        if not destination.get("Enabled", False) in (True, "true"):
+            continue
+        bridge_destination = destination.get("EventBridgeDestination")
+        if bridge_destination is None:
+            raise cfn.TemplateError(f"{logical_id}: only EventBridge destinations are modelled")
+        types = {str(x).lower().replace("_", "") for x in destination["MatchingEventTypes"]}
+        dep.ses_destinations.setdefault(p["ConfigurationSetName"], []).append((bridge_destination["EventBusArn"], types))
     for logical_id in stack.of_type("AWS::Events::Rule"):
         p = stack.properties(logical_id)
         rule_name = stack.physical_name(logical_id)

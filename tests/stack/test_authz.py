@@ -292,6 +292,13 @@ def test_ses_identity_follows_the_verified_identities():
     assert explicit[0].resource == base + "example.org"
 
 
+def test_ses_put_suppressed_destination_acts_on_star():
+    body = {"EmailAddress": "gone@school.example", "Reason": "COMPLAINT"}
+    assert pairs(rest_call("ses", "PUT", "/v2/email/suppression/addresses", body=body)) == [("ses:PutSuppressedDestination", "*")]
+    with pytest.raises(UnknownRequest):
+        rest_call("ses", "PUT", "/v2/email/suppression/addresses", body={"EmailAddress": "x@y.z", "Reason": "OTHER"})
+
+
 def test_ses_unknown_requests():
     with pytest.raises(UnknownRequest):
         rest_call("ses", "POST", "/v2/email/identities", body={"EmailIdentity": "x.org"})
@@ -487,7 +494,6 @@ STACK = "stack"
 PARAMETERS = {
     "EmailSender": "noreply@example.org",
     "SesIdentity": "example.org",
-    "SesConfigurationSet": "stack-mail",
     "PersonalizeNamePrefix": "stack",
     "PersonalizeCampaignArn": f"{P}:campaign/stack",
     "PersonalizeRankingCampaignArn": f"{P}:campaign/stack-ranking",
@@ -500,6 +506,7 @@ NAMES = {
     "DataBucket": "stack-data",
     "EventBus": "stack-bus",
     "TrainingExportFunction": "stack-training-export",
+    "EmailConfigurationSet": "stack-email",
 }
 ARNS = {
     "InteractionsTable.Arn": f"{DDB}/stack-interactions",
@@ -599,7 +606,8 @@ def event_consumer_calls() -> list[list[Check]]:
     return [
         dynamodb("PutItem", {"TableName": "stack-interactions", "Item": {}}),
         *(dynamodb(op, {"TableName": "stack-ledger", "Key": {}}) for op in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")),
-        rest_call("ses", "POST", SEND, body=email(ConfigurationSetName="stack-mail"), ses_identities=["example.org"]),
+        rest_call("ses", "POST", SEND, body=email(ConfigurationSetName="stack-email"), ses_identities=["example.org"]),
+        rest_call("ses", "PUT", "/v2/email/suppression/addresses", body={"EmailAddress": "gone@school.example", "Reason": "BOUNCE"}),
         rest_call("lambda", "POST", "/2015-03-31/functions/stack-training-export/invocations", body=b"{}",
                   headers={"x-amz-invocation-type": "Event"}),  # fmt: skip
     ]
@@ -613,6 +621,9 @@ def test_event_consumer_calls_are_allowed_by_its_role(roles):
     other_sender = rest_call("ses", "POST", SEND, body=email(FromEmailAddress="ceo@example.org"), ses_identities=["example.org"])
     assert refused(policies, other_sender) != []
     assert refused(policies, dynamodb("Scan", {"TableName": "stack-interactions"})) != []
+    # A send through another configuration set is refused: only the stack's own is granted.
+    other_set = rest_call("ses", "POST", SEND, body=email(ConfigurationSetName="other-email"), ses_identities=["example.org"])
+    assert refused(policies, other_set) != []
 
 
 def training_export_calls() -> list[list[Check]]:

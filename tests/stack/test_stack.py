@@ -33,6 +33,7 @@ from tests.e2e.story import CLASS_A, CLASS_B, NEWCOMER
 
 from . import iam
 from .proxy import Hold
+from . import stack as stack_module
 from .stack import Deployment, boto, deploy, update
 
 SUMMARY = Path(os.environ.get("STACK_SUMMARY", Path(__file__).resolve().parents[2] / "target" / "stack" / "summary.json"))
@@ -550,6 +551,69 @@ def test_a_cancel_ends_a_run_held_by_a_dead_invocation(world):
     no_denials(dep)
     update(dep, {"TableExportAboveBytes": ""})
     assert "TABLE_EXPORT_ABOVE_BYTES" not in dep.function("TrainingExportFunction").spec.env
+
+
+def _bounce(address: str) -> dict:
+    return {
+        "mail": {"destination": [address]},
+        "bounce": {
+            "bounceType": "Permanent",
+            "bounceSubType": "General",
+            "bouncedRecipients": [{"emailAddress": address, "action": "failed", "status": "5.1.1"}],
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "feedbackId": f"feedback-{address}",
+        },
+    }
+
+
+def test_ses_events_of_another_configuration_set_do_not_reach_the_consumer(world):
+    """Other stacks' mail in the account goes to the same default bus: SesFeedbackRule's pattern leaves it."""
+    dep: Deployment = STATE.get("dep") or pytest.fail("the story did not deploy the stack")
+    before = len(dep.deliveries)
+    for event_type in ("Bounce", "Complaint", "Delivery"):
+        assert dep.publish_ses(event_type, _bounce("someone@other.example"), configuration_set="other-stack-email")
+    dep.settle()
+    assert dep.deliveries[before:] == []
+
+
+def test_ses_events_of_the_stacks_configuration_set_are_delivered_to_the_consumer(world):
+    """Through the template's wiring: the configuration set's event destination (default bus), SesFeedbackRule,
+    its permission. Asserts the delivery only: what the consumer does with it is the consumer's tests'."""
+    dep: Deployment = STATE.get("dep") or pytest.fail("the story did not deploy the stack")
+    name = dep.name("EmailConfigurationSet")
+    assert name == f"{dep.stack.name}-email"
+    assert dep.stack.properties("EventConsumerFunction")["Environment"]["Variables"]["SES_CONFIGURATION_SET"] == name
+    before = len(dep.deliveries)
+    sent = {
+        "Bounce": _bounce("gone@school.example.edu"),
+        "Complaint": {"mail": {"destination": ["angry@school.example.edu"]},
+                      "complaint": {"complainedRecipients": [{"emailAddress": "angry@school.example.edu"}],
+                                    "complaintFeedbackType": "abuse", "feedbackId": "c-1"}},
+        "Reject": {"mail": {"destination": ["x@school.example.edu"]}, "reject": {"reason": "Bad content"}},
+        "Delivery": {"mail": {"destination": ["ok@school.example.edu"]}, "delivery": {"recipients": ["ok@school.example.edu"]}},
+        "DeliveryDelay": {"mail": {"destination": ["slow@school.example.edu"]},
+                          "deliveryDelay": {"delayType": "MailboxFull", "delayedRecipients": [{"emailAddress": "slow@school.example.edu"}]}},
+    }  # fmt: skip
+    for event_type, record in sent.items():
+        assert dep.publish_ses(event_type, record)
+    # An event type the destination does not publish never reaches a bus.
+    assert not dep.publish_ses("Open", {"mail": {"destination": ["ok@school.example.edu"]}, "open": {}})
+    dep.settle()
+    delivered = dep.deliveries[before:]
+    assert {rule for rule, _ in delivered} == {"SesFeedbackRule"}, delivered
+    by_type = {event["detail"]["eventType"]: event for _, event in delivered}
+    assert sorted(by_type) == sorted(sent), sorted(by_type)
+    for event_type, event in by_type.items():
+        assert event["source"] == "aws.ses"
+        assert event["detail-type"] == stack_module.SES_DETAIL_TYPES[event_type]
+        assert event["detail"]["mail"]["tags"]["ses:configuration-set"] == [name]
+        key = event_type[0].lower() + event_type[1:]
+        assert event["detail"][key] == sent[event_type][key]
+    consumer = dep.function("EventConsumerFunction")
+    assert consumer is not None
+    # The consumer's dead-letter queue keeps what the consumer (possibly older code) could not handle;
+    # taken out here so that later checks see only their own.
+    STATE["ses_dead_letters"] = dep.messages("EventConsumerDeadLetterQueue")
 
 
 def test_every_statement_is_needed(world):
