@@ -297,14 +297,33 @@ pub struct AssignmentSubmitted {
     pub extra: serde_json::Map<String, Value>,
 }
 
-/// `teacher.sendAnnouncement`: `{teacherId, content}`.
+/// `teacher.sendAnnouncement`: `{teacherId, classId, content, className?, language?}`.
+/// The announcement is emailed to every student enrolled in the class, so the class
+/// is required; `content` is plain text (escaped in the HTML part, verbatim in the
+/// text part).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnnouncementSent {
     pub teacher_id: UserId,
+    pub class_id: ItemId,
     pub content: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class_id: Option<ItemId>,
+    pub class_name: Option<DisplayName>,
+    /// The class's language; the consumer's configured language when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<ContentLanguage>,
+}
+
+impl AnnouncementSent {
+    pub const MAX_CONTENT_BYTES: usize = 100_000;
+}
+
+/// The language an email to a class is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentLanguage {
+    Vi,
+    En,
 }
 
 /// `ranking.requestUpdate`: `{trigger}`, e.g. `"nightly"` or `"manual"`.
@@ -362,11 +381,32 @@ impl DomainEvent {
                 DomainEvent::AssignmentSubmitted(d)
             }
             DetailType::TeacherSendAnnouncement => {
+                if detail.get("classId").is_none_or(Value::is_null) {
+                    return Err(EventError::InvalidField {
+                        field: "classId",
+                        reason: "is required: an announcement is emailed to the students of one class".into(),
+                    });
+                }
                 let d: AnnouncementSent = parse(detail)?;
-                if d.content.trim().is_empty() || d.content.len() > 100_000 {
+                if d.content.trim().is_empty() || d.content.len() > AnnouncementSent::MAX_CONTENT_BYTES {
                     return Err(EventError::InvalidField {
                         field: "content",
-                        reason: "must be 1 to 100000 bytes".into(),
+                        reason: format!("must be 1 to {} bytes", AnnouncementSent::MAX_CONTENT_BYTES),
+                    });
+                }
+                // Line breaks and tabs are text; other controls garble a message, and the
+                // bidirectional embeddings, overrides and isolates can make it display as
+                // something else. The marks (U+200E, U+200F) stay: right-to-left text needs them.
+                if let Some(c) = d.content.chars().find(|&c| {
+                    (c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+                        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+                }) {
+                    return Err(EventError::InvalidField {
+                        field: "content",
+                        reason: format!(
+                            "has the control or invisible format character U+{:04X}",
+                            u32::from(c)
+                        ),
                     });
                 }
                 DomainEvent::AnnouncementSent(d)
@@ -551,11 +591,66 @@ mod tests {
                 "257 characters",
             ),
             (envelope("ranking.requestUpdate", "api.ranking", json!({})), "missing field `trigger`"),
+            (
+                envelope(
+                    "teacher.sendAnnouncement",
+                    "api.teacher",
+                    json!({"teacherId": "t-7", "content": "Hi"}),
+                ),
+                "invalid classId: is required",
+            ),
+            (
+                envelope(
+                    "teacher.sendAnnouncement",
+                    "api.teacher",
+                    json!({"teacherId": "t-7", "classId": null, "content": "Hi"}),
+                ),
+                "invalid classId: is required",
+            ),
+            (
+                envelope(
+                    "teacher.sendAnnouncement",
+                    "api.teacher",
+                    json!({"teacherId": "t-7", "classId": "A1", "content": "Hi \u{202E}txt.exe"}),
+                ),
+                "U+202E",
+            ),
+            (
+                envelope(
+                    "teacher.sendAnnouncement",
+                    "api.teacher",
+                    json!({"teacherId": "t-7", "classId": "A1", "content": "a\u{0007}b"}),
+                ),
+                "U+0007",
+            ),
+            (
+                envelope(
+                    "teacher.sendAnnouncement",
+                    "api.teacher",
+                    json!({"teacherId": "t-7", "classId": "A1", "content": "Hi", "language": "fr"}),
+                ),
+                "unknown variant `fr`",
+            ),
         ];
         for (raw, expected) in cases {
             let err = ParsedEvent::from_json(&raw).unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} should mention {expected:?}");
         }
+    }
+
+    #[test]
+    fn an_announcement_keeps_its_lines_and_language() {
+        let raw = envelope(
+            "teacher.sendAnnouncement",
+            "api.teacher",
+            json!({"teacherId": "t-7", "classId": "A1", "content": "Dòng 1\n\tDòng 2 <b>", "language": "en",
+                   "className": "Toán 1"}),
+        );
+        let DomainEvent::AnnouncementSent(d) = ParsedEvent::from_json(&raw).unwrap().event else { panic!() };
+        assert_eq!(d.content, "Dòng 1\n\tDòng 2 <b>");
+        assert_eq!(d.language, Some(ContentLanguage::En));
+        assert_eq!(d.class_id.as_str(), "A1");
+        assert_eq!(d.class_name.as_ref().map(|n| n.as_str()), Some("Toán 1"));
     }
 
     #[test]
