@@ -21,6 +21,8 @@ use crate::mail::outbox::OutboxMailer;
 use crate::mail::ses::SesMailer;
 use crate::mail::{Language, Mailer};
 use crate::retrain::{LambdaRetrainTrigger, LocalTrainingExport, RetrainNotConfigured, RetrainTrigger};
+use crate::roster::Roster;
+use crate::roster::dynamodb::DynamoRoster;
 use crate::suppression::SuppressionList;
 
 /// Sender of outbox mail when `EMAIL_SENDER` is not set.
@@ -60,6 +62,21 @@ pub struct ConsumerConfig {
     /// DynamoDB table of the idempotency ledger; a table in `store.db` when unset.
     #[arg(long, env = "IDEMPOTENCY_TABLE")]
     pub idempotency_table: Option<String>,
+    /// DynamoDB table of class rosters (students' addresses, for announcements); a table
+    /// in `store.db` when unset.
+    #[arg(long, env = "STUDENTS_TABLE")]
+    pub students_table: Option<String>,
+    /// Announcement emails a second at most: keep it below the account's SES sending
+    /// rate (`aws sesv2 get-account`, SendQuota.MaxSendRate). 0 sends unpaced.
+    #[arg(long, env = "EMAIL_SEND_RATE", default_value_t = crate::consumer::DEFAULT_SEND_RATE,
+          value_parser = parse_rate)]
+    pub email_send_rate: f64,
+    /// Seconds one delivery spends on an announcement before the rest is left to a
+    /// redelivery; keep it under the Lambda timeout.
+    #[arg(long, env = "ANNOUNCEMENT_BUDGET_SECS",
+          default_value_t = crate::consumer::DEFAULT_ANNOUNCEMENT_BUDGET.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=900))]
+    pub announcement_budget_secs: u64,
     #[arg(long, env = "MAIL_TRANSPORT", value_enum, default_value_t)]
     pub mail_transport: MailTransport,
     /// From address of confirmation emails (required with ses).
@@ -91,6 +108,13 @@ pub enum ConfigError {
     Store(#[from] StoreError),
     #[error("opening the embedded ledger: {0}")]
     Ledger(#[from] LedgerError),
+}
+
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && (0.0..=1000.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("{raw:?} is not a rate between 0 and 1000 emails a second")),
+    }
 }
 
 /// Treats `FOO=` like an unset variable: deployment templates often leave them empty.
@@ -135,6 +159,9 @@ impl ConsumerConfig {
             if present(&self.idempotency_table).is_none() {
                 missing.push("IDEMPOTENCY_TABLE (every instance must see every claim, or emails repeat)");
             }
+            if present(&self.students_table).is_none() {
+                missing.push("STUDENTS_TABLE (announcements need every enrollment's roster entry)");
+            }
             if self.mail_transport != MailTransport::Ses {
                 missing.push("MAIL_TRANSPORT=ses (an outbox in /tmp reaches nobody)");
             }
@@ -155,6 +182,7 @@ impl ConsumerConfig {
         Composition {
             interactions: table(&self.interactions_table),
             ledger: table(&self.idempotency_table),
+            students: table(&self.students_table),
             mail: match self.mail_transport {
                 MailTransport::Ses => MailChoice::Ses {
                     configuration_set: present(&self.ses_configuration_set).map(Into::into),
@@ -198,7 +226,15 @@ impl ConsumerConfig {
             )),
             Storage::Embedded(_) => Arc::new(EmbeddedStore::open_in(&self.data_dir)?),
         };
-        // The suppression list lives with the ledger (its table, its file).
+        // The suppression list lives with the ledger (its table, its file); so does the
+        // roster locally, while in AWS it has a table of its own.
+        let mut embedded_ledger = None;
+        let mut open_embedded = || -> Result<Arc<EmbeddedLedger>, ConfigError> {
+            if embedded_ledger.is_none() {
+                embedded_ledger = Some(Arc::new(EmbeddedLedger::open_in(&self.data_dir)?));
+            }
+            Ok(embedded_ledger.clone().expect("just opened"))
+        };
         let (ledger, suppressions): (Arc<dyn IdempotencyLedger>, Arc<dyn SuppressionList>) =
             match &composition.ledger {
                 Storage::DynamoDb(table) => {
@@ -209,10 +245,16 @@ impl ConsumerConfig {
                     (ledger.clone(), ledger)
                 }
                 Storage::Embedded(_) => {
-                    let ledger = Arc::new(EmbeddedLedger::open_in(&self.data_dir)?);
+                    let ledger = open_embedded()?;
                     (ledger.clone(), ledger)
                 }
             };
+        let roster: Arc<dyn Roster> = match &composition.students {
+            Storage::DynamoDb(table) => {
+                Arc::new(DynamoRoster::new(aws_sdk_dynamodb::Client::new(&aws_for(Service::DynamoDb)), table))
+            }
+            Storage::Embedded(_) => open_embedded()?,
+        };
         let mailer: Arc<dyn Mailer> = match &composition.mail {
             MailChoice::Ses { configuration_set } => {
                 // One attempt whatever the shared configuration says: see `SesMailer::new`.
@@ -247,10 +289,12 @@ impl ConsumerConfig {
             mailer,
             ledger,
             suppressions,
+            roster,
             retrain,
             EmailSettings { sender, language: self.email_language },
         )
-        .with_lease(Duration::from_secs(self.claim_lease_secs)))
+        .with_lease(Duration::from_secs(self.claim_lease_secs))
+        .with_announcement_pacing(self.email_send_rate, Duration::from_secs(self.announcement_budget_secs)))
     }
 }
 
@@ -285,6 +329,7 @@ pub enum RetrainChoice {
 pub struct Composition {
     pub interactions: Storage,
     pub ledger: Storage,
+    pub students: Storage,
     pub mail: MailChoice,
     pub language: Language,
     pub retrain: RetrainChoice,
@@ -294,6 +339,7 @@ impl Composition {
     pub fn needs_aws(&self) -> bool {
         matches!(self.interactions, Storage::DynamoDb(_))
             || matches!(self.ledger, Storage::DynamoDb(_))
+            || matches!(self.students, Storage::DynamoDb(_))
             || matches!(self.mail, MailChoice::Ses { .. })
             || matches!(self.retrain, RetrainChoice::Lambda(_))
     }
@@ -308,6 +354,10 @@ impl Composition {
             match &self.ledger {
                 Storage::DynamoDb(t) => format!("ledger: DynamoDB table {t}"),
                 Storage::Embedded(file) => format!("ledger: embedded, in {}", file.display()),
+            },
+            match &self.students {
+                Storage::DynamoDb(t) => format!("students: DynamoDB table {t}"),
+                Storage::Embedded(file) => format!("students: embedded, in {}", file.display()),
             },
             match &self.mail {
                 MailChoice::Ses { .. } => format!("mail: SES ({language})"),
@@ -371,7 +421,7 @@ mod tests {
     #[test]
     fn lambda_refuses_embedded_adapters_and_says_which() {
         let err = config(&[]).validate(Runtime::Lambda).unwrap_err().to_string();
-        for needed in ["INTERACTIONS_TABLE", "IDEMPOTENCY_TABLE", "MAIL_TRANSPORT=ses"] {
+        for needed in ["INTERACTIONS_TABLE", "IDEMPOTENCY_TABLE", "STUDENTS_TABLE", "MAIL_TRANSPORT=ses"] {
             assert!(err.contains(needed), "{err} should name {needed}");
         }
         config(&[
@@ -379,6 +429,8 @@ mod tests {
             "interactions",
             "--idempotency-table",
             "ledger",
+            "--students-table",
+            "students",
             "--mail-transport",
             "ses",
             "--email-sender",
@@ -402,7 +454,8 @@ mod tests {
         assert!(matches!(mixed.ledger, Storage::Embedded(_)), "only the table that is set goes to DynamoDB");
         let lines = mixed.describe();
         assert_eq!(lines[0], "interactions: DynamoDB table interactions");
-        assert_eq!(lines[3], "retrain: Lambda te");
+        assert!(lines[2].starts_with("students: embedded, in "), "{lines:?}");
+        assert_eq!(lines[4], "retrain: Lambda te");
         assert_eq!(config(&[]).composition(Runtime::Lambda).retrain, RetrainChoice::NotConfigured);
     }
 
@@ -412,5 +465,11 @@ mod tests {
         assert!(err.contains("fr") && err.contains("vi"), "{err}");
         let err = Args::try_parse_from(["x", "--claim-lease-secs", "0"]).err().unwrap().to_string();
         assert!(err.contains("0"), "{err}");
+        for bad in ["-1", "fast", "NaN", "5000"] {
+            let arg = format!("--email-send-rate={bad}");
+            let err = Args::try_parse_from(["x", arg.as_str()]).err().unwrap().to_string();
+            assert!(err.contains("not a rate"), "{bad}: {err}");
+        }
+        assert_eq!(config(&["--email-send-rate", "2.5"]).email_send_rate, 2.5);
     }
 }

@@ -36,7 +36,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use schemas::events::{AssignmentSubmitted, StudentEnrolled};
+use futures::StreamExt;
+use schemas::events::{AnnouncementSent, AssignmentSubmitted, StudentEnrolled};
 use schemas::ses::{BounceType, SesEvent, SesFeedback};
 use schemas::{DomainEvent, EmailAddress, EventEnvelope, EventError, EventId, ParsedEvent};
 use serde::Serialize;
@@ -45,8 +46,10 @@ use tracing::Instrument;
 
 use crate::error::ConsumerError;
 use crate::ledger::{Claim, Completion, Effect, EffectKey, IdempotencyLedger};
-use crate::mail::{Language, Mailer, OutgoingEmail, render_enrollment};
+use crate::mail::pacer::Pacer;
+use crate::mail::{Language, Mailer, OutgoingEmail, render_announcement, render_enrollment};
 use crate::retrain::{RetrainRequest, RetrainTrigger};
+use crate::roster::{self, Roster, Student};
 use crate::suppression::{AddressKey, Suppression, SuppressionList, SuppressionReason};
 
 /// How long a claim protects an effect in progress, unless configured.
@@ -54,6 +57,20 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
 /// Attempts at recording an effect as done before giving up.
 const RECORD_ATTEMPTS: u32 = 4;
+
+/// Emails a second an announcement sends at most, unless configured (`EMAIL_SEND_RATE`):
+/// below SES's default production quota of 14 a second.
+pub const DEFAULT_SEND_RATE: f64 = 10.0;
+
+/// How long one delivery spends on an announcement before it stops and lets a
+/// redelivery go on (`ANNOUNCEMENT_BUDGET_SECS`); keep it under the Lambda timeout.
+pub const DEFAULT_ANNOUNCEMENT_BUDGET: Duration = Duration::from_secs(20);
+
+/// One student's copy: sends in flight at once (each still waits for its slot).
+const ANNOUNCEMENT_CONCURRENCY: usize = 4;
+
+/// Attempts at one student's copy when SES throttles or fails for certain.
+const COPY_ATTEMPTS: u32 = 3;
 
 /// Epoch seconds now; replaceable so tests can move time past a lease.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -120,6 +137,21 @@ pub enum FeedbackOutcome {
     AlreadyHandled { receipt: String },
 }
 
+/// What an announcement did: one copy per student on the class's roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnnouncementOutcome {
+    pub class_id: String,
+    /// Students on the roster.
+    pub students: usize,
+    /// Copies this delivery sent.
+    pub sent: usize,
+    /// Students whose address is suppressed: recorded, not sent.
+    pub suppressed: usize,
+    /// Copies an earlier delivery already sent (or recorded as suppressed).
+    pub already_done: usize,
+}
+
 /// Everything one delivery did. Holds ids and receipts, never addresses or names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -136,6 +168,8 @@ pub struct Outcome {
     pub retrain: Option<EffectOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback: Option<FeedbackOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announcement: Option<AnnouncementOutcome>,
 }
 
 impl Outcome {
@@ -146,6 +180,7 @@ impl Outcome {
                 !matches!(e, Some(EffectOutcome::Performed { .. } | EffectOutcome::Suppressed { .. }))
             })
             && !matches!(self.feedback, Some(FeedbackOutcome::Applied { .. }))
+            && self.announcement.as_ref().is_none_or(|a| a.sent == 0 && a.suppressed == 0)
     }
 
     /// One line per effect, for people (the CLI prints these).
@@ -196,6 +231,12 @@ impl Outcome {
             }
             None => {}
         }
+        if let Some(a) = &self.announcement {
+            lines.push(format!(
+                "announcement to class {}: {} student(s), {} sent, {} suppressed (not sent), {} already sent earlier",
+                a.class_id, a.students, a.sent, a.suppressed, a.already_done
+            ));
+        }
         match &self.retrain {
             Some(EffectOutcome::Performed { receipt, .. }) => lines.push(format!("retrain: {receipt}")),
             Some(EffectOutcome::Suppressed { reason }) => {
@@ -217,15 +258,18 @@ pub struct Consumer {
     mailer: Arc<dyn Mailer>,
     ledger: Arc<dyn IdempotencyLedger>,
     suppressions: Arc<dyn SuppressionList>,
+    roster: Arc<dyn Roster>,
     retrain: Arc<dyn RetrainTrigger>,
     email: EmailSettings,
     lease: Duration,
     clock: Clock,
+    pacer: Arc<Pacer>,
+    announcement_budget: Duration,
 }
 
 impl Consumer {
-    /// `ledger` keeps both the effects' records and the suppression list (they share a
-    /// table in AWS and a file locally).
+    /// `ledger` keeps the effects' records, the suppression list and the roster (the
+    /// embedded ledger's one file; in AWS see [`Consumer::with_ports`]).
     pub fn new<L>(
         store: Arc<dyn InteractionSink>,
         mailer: Arc<dyn Mailer>,
@@ -234,17 +278,19 @@ impl Consumer {
         email: EmailSettings,
     ) -> Self
     where
-        L: IdempotencyLedger + SuppressionList + 'static,
+        L: IdempotencyLedger + SuppressionList + Roster + 'static,
     {
-        Self::with_ports(store, mailer, ledger.clone(), ledger, retrain, email)
+        Self::with_ports(store, mailer, ledger.clone(), ledger.clone(), ledger, retrain, email)
     }
 
-    /// The same, with the ledger and the suppression list as separate trait objects.
+    /// The same, with the ledger, the suppression list and the roster as separate ports
+    /// (in AWS the roster is the students table, the other two share the ledger table).
     pub fn with_ports(
         store: Arc<dyn InteractionSink>,
         mailer: Arc<dyn Mailer>,
         ledger: Arc<dyn IdempotencyLedger>,
         suppressions: Arc<dyn SuppressionList>,
+        roster: Arc<dyn Roster>,
         retrain: Arc<dyn RetrainTrigger>,
         email: EmailSettings,
     ) -> Self {
@@ -253,11 +299,22 @@ impl Consumer {
             mailer,
             ledger,
             suppressions,
+            roster,
             retrain,
             email,
             lease: DEFAULT_LEASE,
             clock: system_clock(),
+            pacer: Arc::new(Pacer::new(DEFAULT_SEND_RATE)),
+            announcement_budget: DEFAULT_ANNOUNCEMENT_BUDGET,
         }
+    }
+
+    /// At most `per_second` announcement emails a second (0: unpaced), and `budget` of
+    /// one delivery's time for an announcement before it stops and is redelivered.
+    pub fn with_announcement_pacing(mut self, per_second: f64, budget: Duration) -> Self {
+        self.pacer = Arc::new(Pacer::new(per_second));
+        self.announcement_budget = budget;
+        self
     }
 
     /// How long a claim on an effect lasts; see the module docs for how to pick it.
@@ -353,9 +410,14 @@ impl Consumer {
             email: None,
             retrain: None,
             feedback: None,
+            announcement: None,
         };
         match &event.event {
             DomainEvent::StudentEnrolled(enrolled) => {
+                // On the class's roster for announcements; idempotent, newest enrollment wins.
+                self.roster
+                    .enroll(&enrolled.class_id, &Student::of(enrolled), event.time.epoch_seconds())
+                    .await?;
                 outcome.email = Some(self.confirm_enrollment(&event.id, enrolled).await?);
             }
             DomainEvent::RankingUpdateRequested(request) => {
@@ -371,9 +433,8 @@ impl Consumer {
                     .await?,
                 );
             }
-            DomainEvent::AnnouncementSent(_) => {
-                // Announcements reach students through the app; nothing here to learn from.
-                tracing::info!("announcement acknowledged; nothing to record");
+            DomainEvent::AnnouncementSent(announcement) => {
+                outcome.announcement = Some(self.announce(&event.id, announcement).await?);
             }
             DomainEvent::AssignmentSubmitted(AssignmentSubmitted { class_id: None, .. }) => {
                 tracing::info!("submission names no class; acknowledged without an interaction");
@@ -392,6 +453,7 @@ impl Consumer {
         let content = render_enrollment(self.email.language, enrolled)?;
         let email = OutgoingEmail {
             event_id: event_id.clone(),
+            recipient: None,
             from: self.email.sender.clone(),
             to: enrolled.email.clone(),
             content,
@@ -409,6 +471,156 @@ impl Consumer {
             Ok(Done::Performed { receipt: receipt.message_id, outbox_file: receipt.outbox_file })
         })
         .await
+    }
+
+    /// Emails the announcement to every student on the class's roster, one copy each
+    /// however often the event is delivered (a ledger record per announcement and
+    /// student), skipping suppressed addresses, paced below the sending rate. Stops
+    /// when its time budget is spent and fails retryably, so the redelivery goes on
+    /// from there (the copies sent are recorded and skipped).
+    async fn announce(
+        &self,
+        event_id: &EventId,
+        announcement: &AnnouncementSent,
+    ) -> Result<AnnouncementOutcome, ConsumerError> {
+        let deadline = tokio::time::Instant::now() + self.announcement_budget;
+        let language = announcement.language.map(Language::from).unwrap_or(self.email.language);
+        let class_name =
+            announcement.class_name.as_ref().map_or(announcement.class_id.as_str(), |n| n.as_str());
+        let mut outcome = AnnouncementOutcome {
+            class_id: announcement.class_id.as_str().to_owned(),
+            students: 0,
+            sent: 0,
+            suppressed: 0,
+            already_done: 0,
+        };
+        let (mut deferred, mut held, mut failed) = (0usize, 0usize, Vec::new());
+        let mut after = None;
+        loop {
+            let page = self.roster.page(&announcement.class_id, after.as_ref(), roster::PAGE_SIZE).await?;
+            outcome.students += page.students.len();
+            let copies = futures::stream::iter(page.students.iter())
+                .map(|student| {
+                    self.announce_to(event_id, student, language, class_name, &announcement.content, deadline)
+                })
+                .buffer_unordered(ANNOUNCEMENT_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            for copy in copies {
+                match copy {
+                    Copy::Done(EffectOutcome::Performed { .. }) => outcome.sent += 1,
+                    Copy::Done(EffectOutcome::Suppressed { .. }) => outcome.suppressed += 1,
+                    Copy::Done(EffectOutcome::AlreadyDone { .. }) => outcome.already_done += 1,
+                    Copy::Deferred => deferred += 1,
+                    Copy::HeldElsewhere => held += 1,
+                    Copy::Failed(err) => failed.push(err),
+                }
+            }
+            match page.next_after {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+        if deferred + held + failed.len() == 0 {
+            tracing::info!(
+                students = outcome.students,
+                sent = outcome.sent,
+                suppressed = outcome.suppressed,
+                already_done = outcome.already_done,
+                "announcement sent"
+            );
+            return Ok(outcome);
+        }
+        let mut reasons = Vec::new();
+        if deferred > 0 {
+            reasons.push(format!(
+                "{deferred} past this delivery's {}s budget",
+                self.announcement_budget.as_secs()
+            ));
+        }
+        if held > 0 {
+            reasons.push(format!("{held} being sent by another delivery"));
+        }
+        if let Some(first) = failed.first() {
+            reasons.push(format!("{} failed, the first: {first}", failed.len()));
+        }
+        Err(ConsumerError::AnnouncementIncomplete {
+            class_id: outcome.class_id,
+            sent: outcome.sent,
+            unfinished: deferred + held + failed.len(),
+            reason: reasons.join("; "),
+            retryable: deferred > 0 || held > 0 || failed.iter().any(ConsumerError::is_retryable),
+        })
+    }
+
+    /// One student's copy of an announcement, at most once.
+    async fn announce_to(
+        &self,
+        event_id: &EventId,
+        student: &Student,
+        language: Language,
+        class_name: &str,
+        content: &str,
+        deadline: tokio::time::Instant,
+    ) -> Copy {
+        let rendered = match render_announcement(
+            language,
+            class_name,
+            student.name.as_ref().map(|n| n.as_str()),
+            content,
+        ) {
+            Ok(rendered) => rendered,
+            Err(err) => return Copy::Failed(err.into()),
+        };
+        let email = OutgoingEmail {
+            event_id: event_id.clone(),
+            recipient: Some(student.student_id.clone()),
+            from: self.email.sender.clone(),
+            to: student.email.clone(),
+            content: rendered,
+        };
+        let key =
+            EffectKey::for_recipient(Effect::AnnouncementEmail, event_id.clone(), student.student_id.clone());
+        let mut backoff = Duration::from_millis(200);
+        for attempt in 1..=COPY_ATTEMPTS {
+            if tokio::time::Instant::now() >= deadline {
+                return Copy::Deferred;
+            }
+            let (mailer, suppressions, pacer, email) =
+                (self.mailer.clone(), self.suppressions.clone(), self.pacer.clone(), &email);
+            let result = self
+                .once(key.clone(), || async move {
+                    if let Some(suppression) = suppressions.lookup(&AddressKey::of(&email.to)).await? {
+                        return Ok(Done::Suppressed { reason: suppression.describe() });
+                    }
+                    pacer.wait().await;
+                    let receipt = mailer.send(email).await?;
+                    Ok(Done::Performed { receipt: receipt.message_id, outbox_file: receipt.outbox_file })
+                })
+                .await;
+            match result {
+                Ok(outcome) => return Copy::Done(outcome),
+                Err(ConsumerError::InProgressElsewhere { .. }) => return Copy::HeldElsewhere,
+                // Throttled, or failed before anything left: the claim is free again.
+                Err(err)
+                    if err.is_retryable()
+                        && !err.may_have_taken_effect()
+                        && attempt < COPY_ATTEMPTS
+                        && tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tracing::info!(student_id = student.student_id.as_str(), attempt, error = %err,
+                        "announcement copy failed; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(err) => {
+                    tracing::warn!(student_id = student.student_id.as_str(), retryable = err.is_retryable(),
+                        error = %err, "announcement copy not sent");
+                    return Copy::Failed(err);
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     /// One SES event: a permanent bounce or a complaint suppresses its recipients (here
@@ -500,6 +712,7 @@ impl Consumer {
             email: None,
             retrain: None,
             feedback: Some(feedback),
+            announcement: None,
         })
     }
 
@@ -578,6 +791,16 @@ impl Consumer {
         }
         unreachable!("the last attempt returns")
     }
+}
+
+/// How one student's copy of an announcement ended in this delivery.
+enum Copy {
+    Done(EffectOutcome),
+    /// Not tried: the delivery's time budget ran out.
+    Deferred,
+    /// Another delivery of the same announcement holds this copy's claim.
+    HeldElsewhere,
+    Failed(ConsumerError),
 }
 
 /// How a performed effect ended, before it is recorded.

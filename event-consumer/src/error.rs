@@ -30,6 +30,19 @@ pub enum ConsumerError {
     InProgressElsewhere { effect: Effect, event_id: EventId, remaining_secs: i64 },
     #[error("retrain: {0}")]
     Retrain(#[from] RetrainError),
+    /// Some students of the class did not get their copy this time. The ones who did
+    /// are recorded, so a redelivery sends only the rest.
+    #[error(
+        "announcement to class {class_id}: {sent} sent, {unfinished} not yet ({reason}); \
+         a redelivery sends only the missing copies"
+    )]
+    AnnouncementIncomplete {
+        class_id: String,
+        sent: usize,
+        unfinished: usize,
+        reason: String,
+        retryable: bool,
+    },
 }
 
 impl ConsumerError {
@@ -43,6 +56,7 @@ impl ConsumerError {
             ConsumerError::Ledger(e) => e.is_retryable(),
             ConsumerError::InProgressElsewhere { .. } => true,
             ConsumerError::Retrain(e) => e.is_retryable(),
+            ConsumerError::AnnouncementIncomplete { retryable, .. } => *retryable,
         }
     }
 
@@ -67,6 +81,7 @@ impl ConsumerError {
             ConsumerError::Ledger(_) => "LedgerFailure",
             ConsumerError::InProgressElsewhere { .. } => "InProgressElsewhere",
             ConsumerError::Retrain(_) => "RetrainFailure",
+            ConsumerError::AnnouncementIncomplete { .. } => "AnnouncementIncomplete",
         }
     }
 }

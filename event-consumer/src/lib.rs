@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod mail;
 pub mod publisher;
 pub mod retrain;
+pub mod roster;
 pub mod suppression;
 
 pub use config::{ConsumerConfig, MailTransport, Runtime};
@@ -31,7 +32,8 @@ pub use publisher::{EventPublisher, PublishError};
 /// behind them, so the list cannot drift from the code.
 ///
 /// * `dynamodb:PutItem`: interaction records (`store::dynamodb`) and ledger claims;
-///   `GetItem`, `UpdateItem`, `DeleteItem`: the idempotency ledger (`ledger::dynamodb`).
+///   `GetItem`, `UpdateItem`, `DeleteItem`: the idempotency ledger (`ledger::dynamodb`);
+///   `PutItem` and `Query` on the students table: class rosters (`roster::dynamodb`).
 /// * `ses:SendEmail`: confirmation emails (`mail::ses`); `ses:PutSuppressedDestination`:
 ///   a hard bounce or complaint also goes on the account's suppression list (`mail::ses`).
 /// * `lambda:InvokeFunction`: `ranking.requestUpdate` starts training-export (`retrain`).
@@ -42,6 +44,7 @@ pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:GetItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
+    "dynamodb:Query",
     "ses:SendEmail",
     "ses:PutSuppressedDestination",
     "lambda:InvokeFunction",

@@ -97,6 +97,7 @@ fn a_bad_event_exits_non_zero_with_the_reason_and_writes_nothing() {
         ("bad_unknown_detail_type.json", "unknown detail-type"),
         ("bad_student_id_too_long.json", "257 characters"),
         ("bad_malformed.json", "malformed event"),
+        ("bad_announcement_without_class.json", "invalid classId: is required"),
     ] {
         let (code, out, err) = run(consumer(dir.path()).args(["handle", "--event"]).arg(fixture(name)));
         assert_eq!(code, Some(65), "{name}: {out}{err}");
@@ -262,4 +263,21 @@ fn the_mailbox_simulator_bounces_offline_and_the_next_email_is_suppressed() {
         .count();
     assert_eq!(emails, 1, "only the first enrollment wrote an email");
     assert_eq!(stored_count(dir.path()), 2);
+}
+
+#[test]
+fn an_announcement_reaches_the_class_enrolled_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) =
+        run(consumer(dir.path()).args(["handle", "--event"]).arg(fixture("student_enrolled.json")));
+    assert_eq!(code, Some(0), "{out}{err}");
+    let announcement = fixture("teacher_send_announcement.json");
+    let (code, out, err) = run(consumer(dir.path()).args(["handle", "--event"]).arg(&announcement));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("announcement to class math-101: 1 student(s), 1 sent"), "{out}");
+    let copy = dir.path().join("outbox/3b8d2f6e-1a9c-4e7b-8d5f-0c6a2e9b1f47.1024.eml");
+    assert!(copy.exists(), "the student's copy is in the outbox: {out}");
+    let (code, out, err) = run(consumer(dir.path()).args(["handle", "--event"]).arg(&announcement));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("0 sent, 0 suppressed (not sent), 1 already sent earlier"), "{out}");
 }

@@ -68,6 +68,7 @@ fn the_outbox_file_is_a_standard_multipart_message() {
         render_enrollment(Language::Vi, &enrolled(Some("Nguyễn Văn An"), Some("Toán cao cấp 1"))).unwrap();
     let email = OutgoingEmail {
         event_id: EventId::parse("0d079340-135a-c8c6-95c2-41fb8f496c53").unwrap(),
+        recipient: None,
         from: EmailAddress::parse("no-reply@student-system.local").unwrap(),
         to: EmailAddress::parse("an.nguyen@example.edu.vn").unwrap(),
         content,

@@ -142,6 +142,8 @@ async fn the_binary_serves_eventbridge_invocations_as_a_lambda() {
     let ledger = testkit::unique_name("ledger");
     create_interactions_table(&dynamo, &interactions).await;
     create_ledger_table(&dynamo, &ledger).await;
+    let students = testkit::unique_name("students");
+    create_students_table(&dynamo, &students).await;
     let sender = format!("{}@student-system.test", testkit::unique_name("no-reply"));
     aws_sdk_sesv2::Client::new(&config).create_email_identity().email_identity(&sender).send().await.unwrap();
 
@@ -150,6 +152,8 @@ async fn the_binary_serves_eventbridge_invocations_as_a_lambda() {
         ("req-2".into(), fixture("student_enrolled.json")),
         ("req-3".into(), fixture("bad_invalid_email.json")),
         ("req-4".into(), fixture("ranking_request_update.json")),
+        // To math-101, whose roster req-1 put student 1024 on.
+        ("req-5".into(), fixture("teacher_send_announcement.json")),
     ]);
     let mut child = Command::new(BIN)
         .env_clear()
@@ -165,6 +169,7 @@ async fn the_binary_serves_eventbridge_invocations_as_a_lambda() {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("INTERACTIONS_TABLE", &interactions)
         .env("IDEMPOTENCY_TABLE", &ledger)
+        .env("STUDENTS_TABLE", &students)
         .env("MAIL_TRANSPORT", "ses")
         .env("EMAIL_SENDER", &sender)
         .stdout(Stdio::piped())
@@ -173,7 +178,7 @@ async fn the_binary_serves_eventbridge_invocations_as_a_lambda() {
         .unwrap();
 
     let mut answers = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         match api.answers.recv_timeout(Duration::from_secs(60)) {
             Ok(answer) => answers.push(answer),
             Err(e) => {
@@ -194,7 +199,22 @@ async fn the_binary_serves_eventbridge_invocations_as_a_lambda() {
     answers.sort_by(|a, b| a.request_id.cmp(&b.request_id));
 
     let kinds: Vec<(&str, &str)> = answers.iter().map(|a| (a.request_id.as_str(), a.kind.as_str())).collect();
-    assert_eq!(kinds, [("req-1", "response"), ("req-2", "response"), ("req-3", "error"), ("req-4", "error")]);
+    assert_eq!(
+        kinds,
+        [
+            ("req-1", "response"),
+            ("req-2", "response"),
+            ("req-3", "error"),
+            ("req-4", "error"),
+            ("req-5", "response")
+        ]
+    );
+    let announcement = &answers[4].body["announcement"];
+    assert_eq!(
+        (announcement["students"].as_u64(), announcement["sent"].as_u64()),
+        (Some(1), Some(1)),
+        "{announcement}"
+    );
     assert_eq!(answers[0].body["interaction"], "stored", "{:?}", answers[0].body);
     assert_eq!(answers[0].body["email"]["status"], "performed", "{:?}", answers[0].body);
     assert_eq!(answers[1].body["interaction"], "duplicate", "{:?}", answers[1].body);
@@ -212,7 +232,10 @@ async fn the_binary_serves_eventbridge_invocations_as_a_lambda() {
         answers[3].body
     );
 
-    assert_eq!(moto_sent_emails(&sender).len(), 1);
+    let sent = moto_sent_emails(&sender);
+    assert_eq!(sent.len(), 2, "the confirmation and the announcement: {sent:?}");
+    assert_eq!(sent[1].subject, "Thông báo lớp math-101");
+    assert_eq!(sent[1].destinations["ToAddresses"], vec!["an.nguyen@example.edu.vn".to_owned()]);
     let store = store::dynamodb::DynamoInteractionStore::new(dynamo, &interactions);
     assert_eq!(scan_all(&store).await.len(), 1);
 
@@ -222,7 +245,7 @@ async fn the_binary_serves_eventbridge_invocations_as_a_lambda() {
     // A rejected event is still traceable by its id, for the dead-letter queue.
     assert!(logs.contains("a1b2c3d4-0000-4000-8000-000000000003"), "{logs}");
     assert!(logs.contains("retrain: not configured"), "{logs}");
-    for personal in ["an.nguyen", "example.edu.vn", "Nguyễn", "Toán cao cấp", &sender] {
+    for personal in ["an.nguyen", "example.edu.vn", "Nguyễn", "Toán cao cấp", "Lớp nghỉ", &sender] {
         assert!(!logs.contains(personal), "logs leak {personal:?}:\n{logs}");
     }
 }

@@ -14,6 +14,7 @@ use event_consumer::ledger::{Claim, Completion, Effect, EffectKey, IdempotencyLe
 use event_consumer::mail::MailError;
 use event_consumer::mail::ses::SesMailer;
 use event_consumer::publisher::EventPublisher;
+use event_consumer::roster::dynamodb::DynamoRoster;
 use event_consumer::{ConsumerError, EffectOutcome, InteractionOutcome, Language};
 use schemas::events::{RankingUpdateRequested, StudentEnrolled};
 use schemas::{DomainEvent, EmailAddress, EventId, ParsedEvent};
@@ -23,6 +24,7 @@ struct AwsWorld {
     consumer: Consumer,
     store: DynamoInteractionStore,
     ledger: DynamoLedger,
+    roster: DynamoRoster,
     mailer: Arc<CountingMailer<SesMailer>>,
     sender: String,
 }
@@ -41,16 +43,21 @@ async fn aws_world(language: Language, verify_sender: bool) -> AwsWorld {
         ses.create_email_identity().email_identity(&sender).send().await.unwrap();
     }
     let store = DynamoInteractionStore::new(dynamo.clone(), &interactions);
-    let ledger = DynamoLedger::new(dynamo, &ledger_table);
+    let ledger = DynamoLedger::new(dynamo.clone(), &ledger_table);
     let mailer = Arc::new(CountingMailer::new(SesMailer::new(ses)));
-    let consumer = Consumer::new(
+    let students = testkit::unique_name("students");
+    create_students_table(&dynamo, &students).await;
+    let roster = DynamoRoster::new(dynamo.clone(), &students);
+    let consumer = Consumer::with_ports(
         Arc::new(store.clone()),
         mailer.clone(),
         Arc::new(ledger.clone()),
+        Arc::new(ledger.clone()),
+        Arc::new(roster.clone()),
         Arc::new(RecordingRetrain::default()),
         EmailSettings { sender: EmailAddress::parse(&sender).unwrap(), language },
     );
-    AwsWorld { consumer, store, ledger, mailer, sender }
+    AwsWorld { consumer, store, ledger, roster, mailer, sender }
 }
 
 #[tokio::test]
@@ -326,4 +333,48 @@ async fn the_dynamodb_suppression_list_keeps_the_first_record_and_counts_transie
     let items = dynamo.scan().table_name(&table).send().await.unwrap();
     let dump = format!("{:?}", items.items());
     assert!(!dump.contains("simulator.amazonses.com"), "no address in the table: {dump}");
+}
+
+/// The students table on moto: pages in student-id order across DynamoDB pages, and a
+/// reordered older enrollment does not bring back an old address.
+#[tokio::test]
+async fn the_dynamodb_roster_pages_in_order_and_keeps_the_newest_address() {
+    use event_consumer::roster::{PAGE_SIZE, Roster, Student};
+    use schemas::{ItemId, UserId};
+    let world = aws_world(Language::Vi, true).await;
+    let class = ItemId::parse("math-101").unwrap();
+    let student = |n: usize, email: &str| Student {
+        student_id: UserId::parse(format!("s{n:04}")).unwrap(),
+        email: EmailAddress::parse(email).unwrap(),
+        name: None,
+    };
+    for n in (0..250).rev() {
+        world
+            .roster
+            .enroll(&class, &student(n, &format!("s{n}@example.edu.vn")), 1_800_000_000)
+            .await
+            .unwrap();
+    }
+    world.roster.enroll(&class, &student(7, "new7@example.edu.vn"), 1_800_000_500).await.unwrap();
+    world.roster.enroll(&class, &student(7, "old7@example.edu.vn"), 1_800_000_100).await.unwrap();
+    let other = ItemId::parse("math-102").unwrap();
+    world.roster.enroll(&other, &student(1, "s1@example.edu.vn"), 1_800_000_000).await.unwrap();
+
+    let (mut all, mut after, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = world.roster.page(&class, after.as_ref(), PAGE_SIZE).await.unwrap();
+        pages += 1;
+        all.extend(page.students);
+        match page.next_after {
+            Some(last) => after = Some(last),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 250, "every student of the class, none of the other's");
+    assert!(pages >= 3, "{pages} pages of at most {PAGE_SIZE}");
+    let ids: Vec<&str> = all.iter().map(|s| s.student_id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "in student-id order");
+    assert_eq!(all[7].email.as_str(), "new7@example.edu.vn", "the newest enrollment's address stands");
 }

@@ -36,6 +36,15 @@ CREATE TABLE IF NOT EXISTS suppressions (
     transient_bounces INTEGER NOT NULL DEFAULT 0,
     updated_at        INTEGER NOT NULL
 );
+-- Students of each class, for announcements (crate::roster).
+CREATE TABLE IF NOT EXISTS roster (
+    class_id     TEXT NOT NULL,
+    student_id   TEXT NOT NULL,
+    email        TEXT NOT NULL,
+    student_name TEXT,
+    enrolled_at  INTEGER NOT NULL,
+    PRIMARY KEY (class_id, student_id)
+);
 ";
 
 #[derive(Clone)]

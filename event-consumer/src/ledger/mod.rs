@@ -22,7 +22,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use schemas::EventId;
+use schemas::{EventId, UserId};
 
 /// How long a record outlives its last change.
 pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -34,6 +34,8 @@ pub enum Effect {
     Retrain,
     /// Acting on one SES event (a bounce, a complaint), keyed by SES's report id.
     SesFeedback,
+    /// One student's copy of a class announcement: one record per (announcement, student).
+    AnnouncementEmail,
 }
 
 impl Effect {
@@ -42,11 +44,12 @@ impl Effect {
             Effect::ConfirmationEmail => "confirmation-email",
             Effect::Retrain => "retrain",
             Effect::SesFeedback => "ses-feedback",
+            Effect::AnnouncementEmail => "announcement-email",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Effect::ConfirmationEmail, Effect::Retrain, Effect::SesFeedback]
+        [Effect::ConfirmationEmail, Effect::Retrain, Effect::SesFeedback, Effect::AnnouncementEmail]
             .into_iter()
             .find(|e| e.as_str() == raw)
     }
@@ -58,22 +61,34 @@ impl fmt::Display for Effect {
     }
 }
 
-/// Which effect of which event: `confirmation-email#<event id>`.
+/// Which effect of which event: `confirmation-email#<event id>`, or for an effect
+/// per recipient, `announcement-email#<event id>#<student id>` (EventBridge's event
+/// ids are UUIDs, so the first `#` after the effect ends the id).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EffectKey {
     pub effect: Effect,
     pub event_id: EventId,
+    pub recipient: Option<UserId>,
 }
 
 impl EffectKey {
     pub fn new(effect: Effect, event_id: EventId) -> Self {
-        Self { effect, event_id }
+        Self { effect, event_id, recipient: None }
+    }
+
+    /// One of several effects of one event, one per recipient.
+    pub fn for_recipient(effect: Effect, event_id: EventId, recipient: UserId) -> Self {
+        Self { effect, event_id, recipient: Some(recipient) }
     }
 }
 
 impl fmt::Display for EffectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.effect, self.event_id)
+        write!(f, "{}#{}", self.effect, self.event_id)?;
+        if let Some(recipient) = &self.recipient {
+            write!(f, "#{}", recipient.as_str())?;
+        }
+        Ok(())
     }
 }
 

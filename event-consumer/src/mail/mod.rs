@@ -2,6 +2,7 @@
 //! outbox of `.eml` files on a laptop ([`outbox::OutboxMailer`]).
 
 pub mod outbox;
+pub mod pacer;
 pub mod ses;
 pub mod simulator;
 pub mod templates;
@@ -9,11 +10,11 @@ pub mod templates;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use schemas::{EmailAddress, EventId};
+use schemas::{EmailAddress, EventId, UserId};
 
 use crate::suppression::SuppressionReason;
 
-pub use templates::{Language, RenderedEmail, render_enrollment};
+pub use templates::{Language, RenderedEmail, render_announcement, render_enrollment};
 
 /// One email ready to go. `Debug` shows neither addresses nor bodies.
 #[derive(Clone)]
@@ -21,6 +22,9 @@ pub struct OutgoingEmail {
     /// The event the email belongs to; adapters use it as their own idempotency key
     /// where the transport has one (the outbox does, SES does not).
     pub event_id: EventId,
+    /// For an event that sends one email per student (an announcement), whose copy this
+    /// is; part of the outbox's file name and the SES tags.
+    pub recipient: Option<UserId>,
     pub from: EmailAddress,
     pub to: EmailAddress,
     pub content: RenderedEmail,
@@ -146,6 +150,7 @@ mod tests {
     fn outgoing_email_debug_hides_people() {
         let email = OutgoingEmail {
             event_id: EventId::parse("e-1").unwrap(),
+            recipient: None,
             from: EmailAddress::parse("no-reply@student.vn").unwrap(),
             to: EmailAddress::parse("an@example.com").unwrap(),
             content: RenderedEmail { subject: "s".into(), html: "Chào An".into(), text: "Chào An".into() },

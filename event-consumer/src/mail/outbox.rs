@@ -68,7 +68,7 @@ impl OutboxMailer {
             move |source| MailError::Outbox { path, source }
         };
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let stem = file_stem(&email.event_id);
+        let stem = email_stem(email);
         let message_id = format!("{stem}@{MESSAGE_ID_DOMAIN}");
         let final_path = self.dir.join(format!("{stem}.eml"));
         let receipt = MailReceipt { message_id: message_id.clone(), outbox_file: Some(final_path.clone()) };
@@ -218,7 +218,20 @@ pub fn build_eml(
 /// characters are used as they are; anything else is reduced to its safe
 /// characters plus a hash of the whole id, so two ids never share a file.
 pub fn file_stem(event_id: &EventId) -> String {
-    let id = event_id.as_str();
+    safe_stem(event_id.as_str())
+}
+
+/// The file name stem of one email: its event's, and for one student's copy of an
+/// announcement, `.` and the student's (`.` is never part of a stem, so no two
+/// emails share one).
+pub fn email_stem(email: &OutgoingEmail) -> String {
+    match &email.recipient {
+        None => file_stem(&email.event_id),
+        Some(recipient) => format!("{}.{}", file_stem(&email.event_id), safe_stem(recipient.as_str())),
+    }
+}
+
+fn safe_stem(id: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     if id.len() <= 128 && id.chars().all(safe) {
         return id.to_owned();
@@ -236,6 +249,7 @@ mod tests {
     fn email(event_id: &str) -> OutgoingEmail {
         OutgoingEmail {
             event_id: EventId::parse(event_id).unwrap(),
+            recipient: None,
             from: EmailAddress::parse("no-reply@student-system.local").unwrap(),
             to: EmailAddress::parse("an.nguyen@example.edu.vn").unwrap(),
             content: RenderedEmail {

@@ -172,6 +172,7 @@ mod tests {
     fn email() -> OutgoingEmail {
         OutgoingEmail {
             event_id: EventId::parse("0d079340-135a-c8c6-95c2-41fb8f496c53").unwrap(),
+            recipient: None,
             from: EmailAddress::parse("no-reply@student.vn").unwrap(),
             to: EmailAddress::parse("an.nguyen@example.edu.vn").unwrap(),
             content: RenderedEmail {

@@ -16,6 +16,15 @@ pub enum Language {
     En,
 }
 
+impl From<schemas::events::ContentLanguage> for Language {
+    fn from(language: schemas::events::ContentLanguage) -> Self {
+        match language {
+            schemas::events::ContentLanguage::Vi => Language::Vi,
+            schemas::events::ContentLanguage::En => Language::En,
+        }
+    }
+}
+
 impl Language {
     pub fn enrollment_subject(self) -> &'static str {
         match self {
@@ -123,4 +132,80 @@ pub fn render_enrollment(language: Language, event: &StudentEnrolled) -> Result<
         html: html.map_err(wrap)?,
         text: text.map_err(wrap)?,
     })
+}
+
+/// What every announcement template sees. The content is the teacher's plain text:
+/// escaped in the HTML part (shown with its line breaks), verbatim in the text part.
+macro_rules! announcement_template {
+    ($name:ident, $path:literal) => {
+        #[derive(Template)]
+        #[template(path = $path)]
+        struct $name<'a> {
+            student_name: Option<&'a str>,
+            class_name: &'a str,
+            content: &'a str,
+        }
+    };
+}
+
+announcement_template!(AnnouncementViHtml, "announcement.vi.html");
+announcement_template!(AnnouncementViText, "announcement.vi.txt");
+announcement_template!(AnnouncementEnHtml, "announcement.en.html");
+announcement_template!(AnnouncementEnText, "announcement.en.txt");
+
+/// Renders one student's copy of a class announcement in `language`.
+pub fn render_announcement(
+    language: Language,
+    class_name: &str,
+    student_name: Option<&str>,
+    content: &str,
+) -> Result<RenderedEmail, RenderError> {
+    let wrap = |source| RenderError { language: language.as_str(), source };
+    let (subject, html, text) = match language {
+        Language::Vi => (
+            format!("Thông báo lớp {class_name}"),
+            AnnouncementViHtml { student_name, class_name, content }.render(),
+            AnnouncementViText { student_name, class_name, content }.render(),
+        ),
+        Language::En => (
+            format!("Announcement: {class_name}"),
+            AnnouncementEnHtml { student_name, class_name, content }.render(),
+            AnnouncementEnText { student_name, class_name, content }.render(),
+        ),
+    };
+    Ok(RenderedEmail { subject, html: html.map_err(wrap)?, text: text.map_err(wrap)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announcement_is_escaped_in_html_and_verbatim_in_text() {
+        let content = "Thi giữa kỳ <b>thứ Sáu</b> & mang \"máy tính\".\nPhòng A1";
+        let email = render_announcement(Language::Vi, "Toán <1>", Some("An & Bình"), content).unwrap();
+        assert_eq!(email.subject, "Thông báo lớp Toán <1>");
+        assert!(
+            email.html.contains(
+                "Thi giữa kỳ &#60;b&#62;thứ Sáu&#60;/b&#62; &#38; mang &#34;máy tính&#34;.\nPhòng A1"
+            ) || email.html.contains(
+                "Thi giữa kỳ &lt;b&gt;thứ Sáu&lt;/b&gt; &amp; mang &quot;máy tính&quot;.\nPhòng A1"
+            ),
+            "{}",
+            email.html
+        );
+        assert!(!email.html.contains("<b>"), "{}", email.html);
+        assert!(
+            email.html.contains("Chào An &#38; Bình,") || email.html.contains("Chào An &amp; Bình,"),
+            "{}",
+            email.html
+        );
+        assert!(email.text.contains(content), "{}", email.text);
+        assert!(email.text.starts_with("Chào An & Bình,"), "{}", email.text);
+
+        let email = render_announcement(Language::En, "math-101", None, "Quiz tomorrow").unwrap();
+        assert_eq!(email.subject, "Announcement: math-101");
+        assert!(email.text.starts_with("Hello,\n"), "{}", email.text);
+        assert!(email.html.contains("Quiz tomorrow"));
+    }
 }

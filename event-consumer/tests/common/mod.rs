@@ -15,13 +15,14 @@ use event_consumer::ledger::{Claim, ClaimToken, Completion, EffectKey, Idempoten
 use event_consumer::mail::outbox::OutboxMailer;
 use event_consumer::mail::{MailError, MailReceipt, Mailer, OutgoingEmail};
 use event_consumer::retrain::{RetrainError, RetrainRequest, RetrainTrigger};
+use event_consumer::roster::{Roster, RosterPage, Student};
 use event_consumer::suppression::{AddressKey, Suppression, SuppressionList, SuppressionReason};
 use event_consumer::{ConsumerError, Language};
 use futures::stream::{self, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
-use schemas::{EmailAddress, Interaction};
+use schemas::{EmailAddress, Interaction, ItemId, UserId};
 use store::embedded::EmbeddedStore;
 use store::{InteractionSink, InteractionSource, InteractionStore, PutOutcome, ScanPage, StoreError};
 
@@ -53,6 +54,26 @@ pub fn enrollment(event_id: &str, student: &str, class: &str, email: &str) -> Ve
     .unwrap()
 }
 
+/// A real-shaped `teacher.sendAnnouncement` delivery.
+pub fn announcement(event_id: &str, class: &str, content: &str, language: Option<&str>) -> Vec<u8> {
+    let mut detail = serde_json::json!({"teacherId": "t-7", "classId": class, "content": content});
+    if let Some(language) = language {
+        detail["language"] = language.into();
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "version": "0",
+        "id": event_id,
+        "detail-type": "teacher.sendAnnouncement",
+        "source": "api.teacher",
+        "account": "123456789012",
+        "time": "2026-11-21T09:00:00Z",
+        "region": "ap-southeast-1",
+        "resources": [],
+        "detail": detail
+    }))
+    .unwrap()
+}
+
 /// Counts starts per request id; fails nothing.
 #[derive(Default)]
 pub struct RecordingRetrain {
@@ -76,6 +97,8 @@ pub struct CountingMailer<M> {
     pub sends: Mutex<HashMap<String, usize>>,
     /// Calls that put an address on the transport's account-level list.
     pub account_suppressions: AtomicUsize,
+    /// Every email the transport took, in order.
+    pub sent: Mutex<Vec<OutgoingEmail>>,
 }
 
 impl<M> CountingMailer<M> {
@@ -89,6 +112,7 @@ impl<M> CountingMailer<M> {
             failures_left: AtomicUsize::new(failures),
             sends: Mutex::default(),
             account_suppressions: AtomicUsize::new(0),
+            sent: Mutex::default(),
         }
     }
 
@@ -118,7 +142,13 @@ impl<M: Mailer> Mailer for CountingMailer<M> {
             });
         }
         let receipt = self.inner.send(email).await?;
-        *self.sends.lock().unwrap().entry(email.event_id.to_string()).or_default() += 1;
+        // One count per email: the event's, or one student's copy of an announcement.
+        let copy = match &email.recipient {
+            Some(student) => format!("{}#{}", email.event_id, student.as_str()),
+            None => email.event_id.to_string(),
+        };
+        *self.sends.lock().unwrap().entry(copy).or_default() += 1;
+        self.sent.lock().unwrap().push(email.clone());
         Ok(receipt)
     }
 
@@ -288,6 +318,28 @@ impl<L: SuppressionList> SuppressionList for FlakyLedger<L> {
 
     async fn count_transient_bounce(&self, key: &AddressKey, now: i64) -> Result<u64, LedgerError> {
         self.inner.count_transient_bounce(key, now).await
+    }
+}
+
+/// The roster passes through untouched too.
+#[async_trait]
+impl<L: Roster> Roster for FlakyLedger<L> {
+    async fn enroll(
+        &self,
+        class_id: &ItemId,
+        student: &Student,
+        enrolled_at: i64,
+    ) -> Result<(), LedgerError> {
+        self.inner.enroll(class_id, student, enrolled_at).await
+    }
+
+    async fn page(
+        &self,
+        class_id: &ItemId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<RosterPage, LedgerError> {
+        self.inner.page(class_id, after, limit).await
     }
 }
 
@@ -463,6 +515,33 @@ pub async fn create_interactions_table(client: &aws_sdk_dynamodb::Client, name: 
         .key_schema(
             KeySchemaElement::builder().attribute_name("eventId").key_type(KeyType::Range).build().unwrap(),
         )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The students table as the template declares it: `classId` hash, `studentId` range.
+pub async fn create_students_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key =
+        |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap();
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("classId"))
+        .attribute_definitions(attribute("studentId"))
+        .key_schema(key("classId", KeyType::Hash))
+        .key_schema(key("studentId", KeyType::Range))
         .send()
         .await
         .unwrap();
