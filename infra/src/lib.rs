@@ -122,6 +122,7 @@ pub const FUNCTIONS: [Function; 3] = [
         own: &[
             "InteractionsTable",
             "IdempotencyTable",
+            "StudentsTable",
             "SesIdentity",
             "EmailIdentity",
             "EmailConfigurationSet",
