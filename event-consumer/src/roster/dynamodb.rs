@@ -38,7 +38,12 @@ impl DynamoRoster {
 
 #[async_trait]
 impl Roster for DynamoRoster {
-    async fn enroll(&self, class_id: &ItemId, student: &Student, enrolled_at: i64) -> Result<(), LedgerError> {
+    async fn enroll(
+        &self,
+        class_id: &ItemId,
+        student: &Student,
+        enrolled_at: i64,
+    ) -> Result<(), LedgerError> {
         let mut item = HashMap::from([
             (CLASS_ID.to_owned(), s(class_id.as_str())),
             (STUDENT_ID.to_owned(), s(student.student_id.as_str())),
