@@ -502,6 +502,7 @@ PARAMETERS = {
 NAMES = {
     "InteractionsTable": "stack-interactions",
     "IdempotencyTable": "stack-ledger",
+    "StudentsTable": "stack-students",
     "PipelineRunsTable": "stack-runs",
     "DataBucket": "stack-data",
     "EventBus": "stack-bus",
@@ -511,6 +512,7 @@ NAMES = {
 ARNS = {
     "InteractionsTable.Arn": f"{DDB}/stack-interactions",
     "IdempotencyTable.Arn": f"{DDB}/stack-ledger",
+    "StudentsTable.Arn": f"{DDB}/stack-students",
     "PipelineRunsTable.Arn": f"{DDB}/stack-runs",
     "DataBucket.Arn": "arn:aws:s3:::stack-data",
     "EventBus.Arn": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/stack-bus",
@@ -602,10 +604,13 @@ def refused(policies, result: list[Check]) -> list[str]:
 
 
 def event_consumer_calls() -> list[list[Check]]:
-    """What event-consumer sends: interactions, its idempotency ledger, the email, the retrain invoke."""
+    """What event-consumer sends: interactions, its idempotency ledger, the rosters, the email, the retrain invoke."""
     return [
         dynamodb("PutItem", {"TableName": "stack-interactions", "Item": {}}),
         *(dynamodb(op, {"TableName": "stack-ledger", "Key": {}}) for op in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")),
+        # Class rosters: an enrollment puts the student on it, an announcement reads it.
+        dynamodb("PutItem", {"TableName": "stack-students", "Item": {}}),
+        dynamodb("Query", {"TableName": "stack-students", "KeyConditionExpression": "#class = :class"}),
         rest_call("ses", "POST", SEND, body=email(ConfigurationSetName="stack-email"), ses_identities=["example.org"]),
         rest_call("ses", "PUT", "/v2/email/suppression/addresses", body={"EmailAddress": "gone@school.example", "Reason": "BOUNCE"}),
         rest_call("lambda", "POST", "/2015-03-31/functions/stack-training-export/invocations", body=b"{}",

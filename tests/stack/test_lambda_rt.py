@@ -386,6 +386,7 @@ def test_event_consumer_bad_event_is_non_retryable(make, tmp_path):
         "DATA_DIR": str(tmp_path / "d"),
         "INTERACTIONS_TABLE": "interactions",
         "IDEMPOTENCY_TABLE": "ledger",
+        "STUDENTS_TABLE": "students",
         "MAIL_TRANSPORT": "ses",
         "EMAIL_SENDER": "no-reply@student-system.test",
         "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
