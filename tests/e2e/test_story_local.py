@@ -63,7 +63,16 @@ def test_a_term_of_events_trains_a_model_the_running_api_serves_without_a_restar
             ]
         )
     sent = outbox(data)
-    assert set(sent) == {f"{e.id}.eml" for e in story.enrollments(term)}, "one email per enrollment, named by event"
+    confirmations = {name for name in sent if name.count(".") == 1}
+    assert confirmations == {f"{e.id}.eml" for e in story.enrollments(term)}, "one email per enrollment, named by event"
+    # Each announcement reaches every student enrolled in its class: <announcement id>.<student id>.eml.
+    copies = set(sent) - confirmations
+    assert copies == {
+        f"{a.id}.{e.detail['studentId']}.eml"
+        for a in story.announcements()
+        for e in story.enrollments(term)
+        if e.detail["classId"] == a.detail["classId"]
+    }, sorted(copies)[:5]
     newcomer_event = story.newcomer()[0]
     mail = email.message_from_bytes(
         (data / "outbox" / f"{newcomer_event.id}.eml").read_bytes(), policy=email.policy.default
