@@ -85,6 +85,11 @@ def ledger_table(dynamodb) -> str:
     return _table(dynamodb, unique("ledger"), ["effectKey"])
 
 
+def students_table(dynamodb) -> str:
+    """As the event consumer's roster expects: `classId` hash, `studentId` range."""
+    return _table(dynamodb, unique("students"), ["classId", "studentId"])
+
+
 def runs_table(dynamodb) -> str:
     """As training-export's run store expects: `pk` hash, `sk` range."""
     return _table(dynamodb, unique("runs"), ["pk", "sk"])

@@ -18,7 +18,7 @@ from collections import Counter
 
 from . import story
 from .apps import TEMPORARY, handle
-from .aws import aws_env, client, interactions_table, ledger_table, recipients, sent_emails, verified_sender
+from .aws import aws_env, client, interactions_table, ledger_table, recipients, students_table, sent_emails, verified_sender
 from .faultproxy import FaultProxy, ses_error
 from .harness import clean_env
 
@@ -36,6 +36,7 @@ def test_a_failing_ses_makes_the_delivery_retryable_and_the_email_goes_exactly_o
             DATA_DIR=str(tmp_path / "consumer"),
             INTERACTIONS_TABLE=interactions,
             IDEMPOTENCY_TABLE=ledger,
+            STUDENTS_TABLE=students_table(dynamodb),
             MAIL_TRANSPORT="ses",
             EMAIL_SENDER=sender,
             CLAIM_LEASE_SECS="2",
