@@ -281,3 +281,46 @@ fn an_announcement_reaches_the_class_enrolled_locally() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("0 sent, 0 suppressed (not sent), 1 already sent earlier"), "{out}");
 }
+
+/// Two people (or a script) running `handle` at once on one data directory is a
+/// legitimate local use: every process waits for the shared store.db instead of
+/// failing to open it, however fresh the file is.
+#[test]
+fn concurrent_handles_on_one_fresh_data_dir_all_succeed() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let events: Vec<PathBuf> = (0..16)
+            .map(|i| {
+                let event = enrollment_to(
+                    dir.path(),
+                    &format!("00000000-0000-4000-8000-00000{round:02}00{i:02}"),
+                    &format!("student{i}@example.edu.vn"),
+                );
+                // A student per event, so each one is a new interaction.
+                let mut value: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&event).unwrap()).unwrap();
+                value["detail"]["studentId"] = format!("s{i}").into();
+                std::fs::write(&event, serde_json::to_vec(&value).unwrap()).unwrap();
+                event
+            })
+            .collect();
+        let children: Vec<_> = events
+            .iter()
+            .map(|event| {
+                consumer(dir.path())
+                    .args(["handle", "--event"])
+                    .arg(event)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+            assert_eq!(status.code(), Some(0), "round {round}: {}{}", text(&stdout), text(&stderr));
+        }
+        assert_eq!(stored_count(dir.path()), 16, "round {round}");
+        assert_eq!(std::fs::read_dir(dir.path().join("outbox")).unwrap().count(), 16, "round {round}");
+    }
+}

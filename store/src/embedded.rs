@@ -38,12 +38,61 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     }
     let conn = Connection::open(path).map_err(wrap)?;
     // Another process may hold the write lock for a moment; wait rather than fail.
-    conn.busy_timeout(Duration::from_secs(10)).map_err(wrap)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(wrap)?;
+    conn.busy_timeout(LOCK_WAIT).map_err(wrap)?;
+    // Switching a new file to WAL needs it to itself; a second process opening the
+    // same fresh file at that moment gets SQLITE_BUSY without the busy handler.
+    retry_while_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).map_err(wrap)?;
     // NORMAL is durable across application crashes in WAL mode; only a power loss
     // can take back the last transactions, which a redelivered event would restore.
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(wrap)?;
     Ok(conn)
+}
+
+/// How long one process waits for another's lock before it reports one.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Runs `step` again while SQLite says another connection holds the lock, for at
+/// most [`LOCK_WAIT`]. For the cases SQLite does not hand to the busy handler.
+fn retry_while_busy<T>(mut step: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match step() {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Creates a crate's tables (idempotent DDL in `schema`), then runs `after` (a
+/// cleanup at open, say), in one write transaction taken up front.
+///
+/// Run as separate autocommit statements, `CREATE TABLE IF NOT EXISTS` reads the
+/// schema and then writes; when another process commits in between, SQLite fails
+/// the stale writer at once with SQLITE_BUSY rather than waiting. `BEGIN
+/// IMMEDIATE` takes the write lock first, which the busy timeout does wait for,
+/// and the whole step is retried for the cases it does not.
+pub fn apply_schema(
+    conn: &mut Connection,
+    schema: &str,
+    after: impl Fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    retry_while_busy(|| {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(schema)?;
+        after(&tx)?;
+        tx.commit()
+    })
 }
 
 const SCHEMA: &str = "
@@ -79,8 +128,8 @@ impl EmbeddedStore {
     }
 
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = open_connection(path)?;
-        conn.execute_batch(SCHEMA)
+        let mut conn = open_connection(path)?;
+        apply_schema(&mut conn, SCHEMA, |_| Ok(()))
             .map_err(|source| StoreError::Sqlite { path: path.display().to_string(), source })?;
         Ok(Self { path: path.to_owned(), conn: Arc::new(Mutex::new(conn)) })
     }

@@ -91,7 +91,7 @@ impl EmbeddedRunStore {
         let conn = store::embedded::open_connection(path)
             .map_err(|e| RunStoreError::Backend { message: e.to_string(), retryable: e.is_retryable() })?;
         let store = Self { path: path.to_owned(), conn: Arc::new(Mutex::new(conn)) };
-        store.with_conn(|c| c.execute_batch(SCHEMA))?;
+        store.with_conn(|c| store::embedded::apply_schema(c, SCHEMA, |_| Ok(())))?;
         Ok(store)
     }
 

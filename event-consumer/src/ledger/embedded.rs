@@ -79,8 +79,9 @@ impl EmbeddedLedger {
         let ledger = Self { path: path.to_owned(), conn: Arc::new(Mutex::new(conn)) };
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         ledger.with_conn(|c| {
-            c.execute_batch(SCHEMA)?;
-            c.execute("DELETE FROM effect_ledger WHERE expires_at < ?1", [now]).map(drop)
+            store::embedded::apply_schema(c, SCHEMA, |tx| {
+                tx.execute("DELETE FROM effect_ledger WHERE expires_at < ?1", [now]).map(drop)
+            })
         })?;
         Ok(ledger)
     }
