@@ -392,6 +392,13 @@ class Deployment:
             self.deliveries.append((rule.logical_id, json.loads(body)))
         self.lambdas.resolve(rule.target_arn).invoke_async(body.encode())
 
+    def redeliver(self, rule_logical_id: str, event: dict) -> None:
+        """EventBridge delivers at least once: `event`, which the rule delivered already, once more as it was
+        (same id), through the same target and permission."""
+        rule = next((r for r in self.rules if r.logical_id == rule_logical_id), None)
+        assert rule is not None, f"no rule {rule_logical_id} in the stack"
+        self._deliver(rule, json.dumps(event, ensure_ascii=False))
+
     def settle(self, timeout: float = 120) -> None:
         """Until the bus's queues are empty and no function has an asynchronous invoke left."""
         sqs = boto("sqs", self.backends.moto)

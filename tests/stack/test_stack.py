@@ -17,8 +17,10 @@ Every AWS request is checked against its caller's role; one denial fails the sto
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import signal
 import time
 import urllib.request
@@ -553,15 +555,28 @@ def test_a_cancel_ends_a_run_held_by_a_dead_invocation(world):
     assert "TABLE_EXPORT_ABOVE_BYTES" not in dep.function("TrainingExportFunction").spec.env
 
 
-def _bounce(address: str) -> dict:
+def _bounce(address: str, feedback_id: str | None = None, bounce_type: str = "Permanent",
+            sub_type: str = "General") -> dict:
     return {
         "mail": {"destination": [address]},
         "bounce": {
-            "bounceType": "Permanent",
-            "bounceSubType": "General",
+            "bounceType": bounce_type,
+            "bounceSubType": sub_type,
             "bouncedRecipients": [{"emailAddress": address, "action": "failed", "status": "5.1.1"}],
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
-            "feedbackId": f"feedback-{address}",
+            "feedbackId": feedback_id or f"feedback-{address}",
+        },
+    }
+
+
+def _complaint(address: str, feedback_id: str) -> dict:
+    return {
+        "mail": {"destination": [address]},
+        "complaint": {
+            "complainedRecipients": [{"emailAddress": address}],
+            "complaintFeedbackType": "abuse",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "feedbackId": feedback_id,
         },
     }
 
@@ -614,6 +629,163 @@ def test_ses_events_of_the_stacks_configuration_set_are_delivered_to_the_consume
     # The consumer's dead-letter queue keeps what the consumer (possibly older code) could not handle;
     # taken out here so that later checks see only their own.
     STATE["ses_dead_letters"] = dep.messages("EventConsumerDeadLetterQueue")
+
+
+def _ledger_items(dep: Deployment, prefix: str) -> dict[str, dict]:
+    """The consumer's idempotency-table items whose key starts with `prefix`, by key, values unwrapped."""
+    dynamodb = boto("dynamodb", dep.backends.moto)
+    items = {}
+    for page in dynamodb.get_paginator("scan").paginate(TableName=dep.name("IdempotencyTable")):
+        for item in page["Items"]:
+            key = item["effectKey"]["S"]
+            if key.startswith(prefix):
+                items[key] = {name: next(iter(value.values())) for name, value in item.items()}
+    return items
+
+
+def _address_key(address: str) -> str:
+    return hashlib.sha256(address.lower().encode()).hexdigest()
+
+
+def _calls(dep: Deployment, operation: str) -> int:
+    return sum(1 for r in dep.ledger.records if r.caller.endswith("event-consumer") and r.operation == operation)
+
+
+SES_FEEDBACK_DELIVERIES = 1000
+
+
+def test_duplicated_and_reordered_ses_feedback_suppresses_each_address_once(world):
+    """Through the template's wiring (configuration set → default bus → SesFeedbackRule → the consumer):
+    120 bounce and complaint reports about 100 addresses (20 addresses get both, in either order) and 10
+    transient bounces, each published by SES several times (new envelope ids) and some delivered again by
+    EventBridge (same envelope), 1,000 deliveries in a shuffled order. Exactly one suppression per address,
+    one account-level PutSuppressedDestination per suppressing report, transient bounces counted once each."""
+    dep: Deployment = STATE.get("dep") or pytest.fail("the story did not deploy the stack")
+    rng = random.Random(14)
+    addresses = [f"fb-{n:03d}@school.example.edu" for n in range(100)]
+    reports: list[tuple[str, dict]] = []
+    for n, address in enumerate(addresses):
+        kinds = ["Complaint"] if n % 3 == 2 else ["Bounce"]
+        if n % 5 == 0:
+            kinds.append("Bounce" if kinds[0] == "Complaint" else "Complaint")
+        for kind in kinds:
+            feedback_id = f"fb-{kind.lower()}-{n:03d}"
+            reports.append((kind, _bounce(address, feedback_id) if kind == "Bounce" else _complaint(address, feedback_id)))
+    full = [f"full-{n}@school.example.edu" for n in range(10)]
+    reports += [("Bounce", _bounce(a, f"fb-transient-{n}", "Transient", "MailboxFull")) for n, a in enumerate(full)]
+    assert len(reports) == 130
+    suppressing = len(reports) - len(full)
+
+    # SES publishes each report 2 to 6 times (each a new envelope): 600 publications, shuffled.
+    publications = [r for r in reports for _ in range(2)]
+    publications += [rng.choice(reports) for _ in range(600 - len(publications))]
+    rng.shuffle(publications)
+    before = len(dep.deliveries)
+    put_suppressed_before = _calls(dep, "SES PutSuppressedDestination")
+    dead_before = len(dep.messages("EventConsumerDeadLetterQueue"))
+    assert dead_before == 0, "the story left nothing in the consumer's dead-letter queue"
+    for event_type, record in publications:
+        assert dep.publish_ses(event_type, record)
+        # EventBridge's at-least-once delivery, interleaved: an envelope delivered already, once more.
+        delivered = dep.deliveries[before:]
+        if delivered and rng.random() < 0.4:
+            dep.redeliver("SesFeedbackRule", rng.choice(delivered)[1])
+    dep.settle(timeout=600)
+    while len(dep.deliveries) - before < SES_FEEDBACK_DELIVERIES:
+        dep.redeliver("SesFeedbackRule", rng.choice(dep.deliveries[before:])[1])
+    dep.settle(timeout=600)
+    no_denials(dep)
+
+    delivered = dep.deliveries[before:]
+    assert len(delivered) == SES_FEEDBACK_DELIVERIES and {rule for rule, _ in delivered} == {"SesFeedbackRule"}
+    ids = Counter(event["id"] for _, event in delivered)
+    assert len(ids) == len(publications) and max(ids.values()) > 1, "new envelopes and repeated ones"
+    assert dep.messages("EventConsumerDeadLetterQueue") == [], "every delivery was handled"
+
+    suppressions = _ledger_items(dep, "suppression#")
+    suppressed = {key.split("#", 1)[1]: item for key, item in suppressions.items() if "reason" in item}
+    assert set(suppressed) == {_address_key(a) for a in addresses}, "exactly one suppression per address"
+    for n, address in enumerate(addresses):
+        reason = suppressed[_address_key(address)]["reason"]
+        if n % 5 == 0:
+            assert reason in ("bounce", "complaint"), reason  # the first report to arrive stands
+        else:
+            assert reason == ("complaint" if n % 3 == 2 else "bounce"), (address, reason)
+    for address in full:
+        item = suppressions[f"suppression#{_address_key(address)}"]
+        assert "reason" not in item and int(item["transientBounces"]) == 1, item
+    handled = _ledger_items(dep, "ses-feedback#")
+    assert len(handled) == len(reports) and all(item["state"] == "done" for item in handled.values())
+    assert _calls(dep, "SES PutSuppressedDestination") - put_suppressed_before == suppressing, "once per report"
+    listed = {a: dep.proxy.suppressed.get(a) for a in addresses}
+    assert all(reason in ("BOUNCE", "COMPLAINT") for reason in listed.values()), listed
+    assert not any(a in dep.proxy.suppressed for a in full), "a transient bounce suppresses nothing"
+    log = dep.function("EventConsumerFunction").log_path.read_text(encoding="utf-8", errors="replace")
+    assert not any(a in log for a in addresses + full), "addresses never appear in the consumer's logs"
+    STATE["suppressed_addresses"] = addresses
+
+
+ANNOUNCED_CLASS = "ses-class-01"
+
+
+def test_an_enrollment_and_an_announcement_to_a_suppressed_address_send_nothing_and_say_why(world):
+    """After the feedback above: students enroll in a class through the bus (one with a suppressed address),
+    a teacher announces to the class, EventBridge delivers the announcement twice. The suppressed student gets
+    neither email and the ledger says why; the others get one confirmation and one announcement each."""
+    dep: Deployment = STATE.get("dep") or pytest.fail("the story did not deploy the stack")
+    suppressed = STATE.get("suppressed_addresses") or pytest.fail("the SES feedback test did not run")
+    students = {f"s-ses-{n}": f"ses-student-{n}@school.example.edu" for n in range(4)}
+    students["s-ses-gone"] = suppressed[1]
+    before_mail = len(sent_emails(dep))
+    before = len(dep.deliveries)
+    dep.publish(
+        [
+            {
+                "source": "api.student",
+                "detail-type": "student.enrolled",
+                "detail": {"studentId": sid, "classId": ANNOUNCED_CLASS, "email": address},
+            }
+            for sid, address in students.items()
+        ]
+    )
+    dep.settle()
+    dep.publish(
+        [
+            {
+                "source": "api.teacher",
+                "detail-type": "teacher.sendAnnouncement",
+                "detail": {"teacherId": "t-9", "classId": ANNOUNCED_CLASS, "content": "Kiểm tra <b>thứ Hai</b> & mang máy tính.",
+                           "language": "en"},
+            }
+        ]
+    )  # fmt: skip
+    dep.settle()
+    rule, announcement = next((r, e) for r, e in dep.deliveries[before:] if e["detail-type"] == "teacher.sendAnnouncement")
+    assert rule == "TeacherSendAnnouncementRule"
+    dep.redeliver(rule, announcement)
+    dep.settle()
+    no_denials(dep)
+    assert dep.messages("EventConsumerDeadLetterQueue") == []
+
+    new_mail = sent_emails(dep)[before_mail:]
+    to = Counter(a for m in new_mail for a in m["destinations"]["ToAddresses"])
+    healthy = [a for sid, a in students.items() if sid != "s-ses-gone"]
+    assert to == Counter({a: 2 for a in healthy}), "one confirmation and one announcement each, none to the suppressed"
+    announcements = [m for m in new_mail if "thứ Hai" in json.dumps(m, ensure_ascii=False)]
+    assert len(announcements) == len(healthy), announcements
+
+    enrolled_gone = next(
+        e for _, e in dep.deliveries[before:]
+        if e["detail-type"] == "student.enrolled" and e["detail"]["studentId"] == "s-ses-gone"
+    )  # fmt: skip
+    receipts = _ledger_items(dep, f"confirmation-email#{enrolled_gone['id']}")
+    assert [item["receipt"] for item in receipts.values()] == ["suppressed: bounce (Permanent/General)"], receipts
+    per_student = _ledger_items(dep, f"announcement-email#{announcement['id']}#")
+    assert len(per_student) == len(students), per_student
+    assert per_student[f"announcement-email#{announcement['id']}#s-ses-gone"]["receipt"].startswith("suppressed: ")
+    log = dep.function("EventConsumerFunction").log_path.read_text(encoding="utf-8", errors="replace")
+    assert "address suppressed; the email is not sent" in log
+    assert not any(a in log for a in students.values()), "addresses never appear in the consumer's logs"
 
 
 def test_every_statement_is_needed(world):
