@@ -9,7 +9,9 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use recommender::evaluate::{self, default_specs};
 use recommender::synthetic::{self, SyntheticSpec};
-use recommender::{Model, ModelRegistry, ModelSpec, QueryOptions, TrainConfig, read_interactions, try_train};
+use recommender::{
+    Model, ModelRegistry, ModelSpec, QueryOptions, TrainConfig, TrainError, read_interactions, try_train,
+};
 
 #[derive(Parser)]
 #[command(name = "recommender", about = "Train, evaluate and benchmark the embedded recommender")]
@@ -209,8 +211,23 @@ fn run(cli: Cli) -> CliResult<()> {
                     "fit s"
                 );
             }
+            let mut evaluated = 0;
             for spec in specs {
-                let e = evaluate::evaluate(&split, spec.as_ref(), &config, k)?;
+                let name = spec.as_ref().map_or("auto", ModelSpec::name);
+                // A model that does not fit the memory budget is reported and skipped; the
+                // rest of the list still runs (a large catalog must not hide iALS and auto).
+                let e = match evaluate::evaluate(&split, spec.as_ref(), &config, k) {
+                    Err(e @ TrainError::OverMemoryBudget { .. }) => {
+                        if json {
+                            println!("{}", serde_json::json!({"model": name, "skipped": e.to_string()}));
+                        } else {
+                            println!("{name:<12} skipped: {e}");
+                        }
+                        continue;
+                    }
+                    result => result?,
+                };
+                evaluated += 1;
                 if json {
                     println!("{}", e.to_json());
                 } else {
@@ -225,6 +242,9 @@ fn run(cli: Cli) -> CliResult<()> {
                         e.chosen.unwrap_or_default()
                     );
                 }
+            }
+            if evaluated == 0 {
+                return Err("no model fits the memory budget (--memory-budget-mb)".into());
             }
             Ok(())
         }
