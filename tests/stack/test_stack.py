@@ -356,8 +356,8 @@ def _export_csv_keys(dep: Deployment, body: dict) -> list[str]:
     return _keys(dep, key) if key.endswith("/") else [key]
 
 
-def _calls(dep: Deployment, ledger, since: int, operation: str) -> list:
-    name = dep.name("TrainingExportFunction")
+def _calls(dep: Deployment, ledger, since: int, operation: str, function: str = "TrainingExportFunction") -> list:
+    name = dep.name(function)
     return [r for r in ledger.records[since:] if r.caller == name and r.operation == operation]
 
 
@@ -648,7 +648,7 @@ def _address_key(address: str) -> str:
 
 
 def _consumer_calls(dep: Deployment, operation: str) -> int:
-    return sum(1 for r in dep.ledger.records if r.caller.endswith("event-consumer") and r.operation == operation)
+    return len(_calls(dep, dep.ledger, 0, operation, "EventConsumerFunction"))
 
 
 SES_FEEDBACK_DELIVERIES = 1000

@@ -444,8 +444,8 @@ enum LineOutcome {
 /// Decodes line `number` of the data file `key`. Nearly every line of a full export is
 /// `{"Item":{...}}` with plain strings; those are read by [`plain_item`], which costs a
 /// fraction of serde's generic parse (the decoding is the table-export path's bottleneck).
-/// Everything else (escapes, other attribute types, incremental lines, whitespace between
-/// tokens, lines that are not JSON) goes to serde, so that errors and unescaping have one
+/// Everything else (escapes, control characters, other attribute types, incremental lines,
+/// extra keys, lines that are not JSON) goes to serde, so that errors and unescaping have one
 /// implementation. Both give the same outcome for every line the fast one accepts (the
 /// differential test below).
 fn decode_line(line: &str, key: &str, number: u64, buffer: &mut Vec<PlainAttribute>) -> LineOutcome {
@@ -660,7 +660,7 @@ mod tests {
     /// Lines built from the pieces a DynamoDB export (or a broken one) has: plain and
     /// awkward ids (escapes, non-ASCII, bidi and format characters, quotes, commas, control
     /// characters), whitespace between tokens, other attribute types, repeated names,
-    /// incremental lines, extra keys, too many attributes, cut lines and trailing bytes.
+    /// incremental lines, extra keys, long items, cut lines and trailing bytes.
     fn random_line(rng: &mut impl rand::RngExt) -> String {
         const VALUES: &[&str] = &[
             "s-1",
