@@ -55,7 +55,7 @@ def find_binary() -> Path:
     override = os.environ.get("CONTRACT_BIN")
     path = Path(override) if override else target_dir() / "debug" / "ranking-api"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `cargo build --bins --features training-export/test-hooks,ranking-api/aws` first (or set CONTRACT_BIN)")
+        raise FileNotFoundError(f"{path} does not exist: run `cargo build --workspace --tests` first (or set CONTRACT_BIN)")
     return path
 
 

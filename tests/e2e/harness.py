@@ -81,7 +81,7 @@ def find_binaries() -> dict[str, Path]:
     missing = [str(p) for p in found.values() if not os.access(p, os.X_OK)]
     if missing:
         raise BinariesMissing(
-            f"missing {', '.join(missing)}: run `cargo build --bins --features training-export/test-hooks,ranking-api/aws` first (scripts/test does), "
+            f"missing {', '.join(missing)}: run `cargo build --workspace --tests` first (scripts/test does), "
             "or point E2E_BIN_DIR at a directory holding ranking-api, event-consumer and training-export"
         )
     # A crate's own sources always relink its binary, so a binary older than them was not rebuilt since
@@ -93,7 +93,7 @@ def find_binaries() -> dict[str, Path]:
     ]
     if stale and not os.environ.get("E2E_BIN_DIR"):
         raise BinariesMissing(
-            f"{', '.join(stale)} in {directory} are older than their sources: run `cargo build --bins --features training-export/test-hooks,ranking-api/aws` first"
+            f"{', '.join(stale)} in {directory} are older than their sources: run `cargo build --workspace --tests` first"
         )
     return found
 
@@ -106,7 +106,7 @@ def require_crash_hook(bins: dict[str, Path]) -> None:
     if b"TRAINING_EXPORT_CRASH_AFTER" not in bins["training-export"].read_bytes():
         raise BinariesMissing(
             f"{bins['training-export']} has no crash hook: run "
-            "`cargo build --bins --features training-export/test-hooks,ranking-api/aws` first (scripts/test does)"
+            "`cargo build --workspace --tests` first (scripts/test does)"
         )
 
 
