@@ -1,6 +1,6 @@
 """Baselines for scripts/bench-recommender, on the split our `evaluate --dump-split` wrote.
 
-    baselines SPLIT_DIR SEED   -> one JSON line per baseline (implicit ALS, numpy EASE)
+    baselines SPLIT_DIR SEED   -> one JSON line per baseline (implicit ALS, numpy EASE, textbook ItemKNN)
     table OURS.jsonl[,OURS2.jsonl...] THEIRS.jsonl[,...] -> the comparison table with our ratios
 
 Metrics follow the same protocol as `recommender evaluate`: full ranking over the training
@@ -91,6 +91,21 @@ def baselines(split_dir, seed):
     fit = time.perf_counter() - t
     print(json.dumps(evaluate("numpy-ease", lambda idx: xd[idx] @ b, users, items, x, test, fit)))
 
+    # The textbook ItemKNN (as in Ferrari Dacrema et al. 2019 and RecBole): cosine between item
+    # columns shrunk by 10, each candidate item keeping its 100 most similar items, a user's score
+    # the sum of those similarities over their history.
+    t = time.perf_counter()
+    gram = xd.T @ xd
+    norms = np.sqrt(np.diag(gram))
+    sim = gram / (np.outer(norms, norms) + 10.0)
+    np.fill_diagonal(sim, 0.0)
+    knn = np.zeros_like(sim)
+    top = np.argsort(-sim, axis=0, kind="stable")[:100]
+    cols = np.arange(sim.shape[1])[None, :]
+    knn[top, cols] = sim[top, cols]
+    fit = time.perf_counter() - t
+    print(json.dumps(evaluate("numpy-itemknn (k 100, shrink 10)", lambda idx: xd[idx] @ knn, users, items, x, test, fit)))
+
     t = time.perf_counter()
     pop = np.asarray(x.sum(axis=0)).ravel()
     fit = time.perf_counter() - t
@@ -118,20 +133,22 @@ def table(ours_paths, theirs_paths):
     rows = [(r["model"] + (f" ({r['chosen']})" if r.get("chosen") else ""), r, "ours") for r in ours]
     rows += [(name, r, "baseline") for name, r in theirs.items()]
     als, ease = theirs.get("implicit-als"), theirs.get("numpy-ease")
+    knn = next((r for name, r in theirs.items() if name.startswith("numpy-itemknn")), None)
     runs = len(ours_paths)
-    header = (f"| {'model':<24} | {'NDCG@10':>8} | {'Recall@20':>9} | {'fit s (median of ' + str(runs) + ')':>20} "
-              f"| {'NDCG vs ALS':>11} | {'NDCG vs EASE':>12} | {'fit vs ALS':>10} |")
+    header = (f"| {'model':<32} | {'NDCG@10':>8} | {'Recall@20':>9} | {'fit s (median of ' + str(runs) + ')':>20} "
+              f"| {'NDCG vs ALS':>11} | {'NDCG vs EASE':>12} | {'NDCG vs kNN':>11} | {'fit vs ALS':>10} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, r, kind in rows:
         ratio = lambda a, b: f"{a / b:.3f}" if b else "-"
         vs_als = ratio(r["ndcg@10"], als["ndcg@10"]) if als and kind == "ours" else ""
         vs_ease = ratio(r["ndcg@10"], ease["ndcg@10"]) if ease and kind == "ours" else ""
+        vs_knn = ratio(r["ndcg@10"], knn["ndcg@10"]) if knn and kind == "ours" and r["model"] == "item-knn" else ""
         fit_vs = ratio(r["fit_seconds"], als["fit_seconds"]) if als and kind == "ours" else ""
         lo, hi = r["fit_range"]
         fit = f"{r['fit_seconds']:.2f} ({lo:.2f}-{hi:.2f})"
-        print(f"| {name:<24} | {r['ndcg@10']:>8.4f} | {r['recall@20']:>9.4f} | {fit:>20} "
-              f"| {vs_als:>11} | {vs_ease:>12} | {fit_vs:>10} |")
+        print(f"| {name:<32} | {r['ndcg@10']:>8.4f} | {r['recall@20']:>9.4f} | {fit:>20} "
+              f"| {vs_als:>11} | {vs_ease:>12} | {vs_knn:>11} | {fit_vs:>10} |")
 
 
 if __name__ == "__main__":
