@@ -1,7 +1,9 @@
 """Baselines for scripts/bench-recommender, on the split our `evaluate --dump-split` wrote.
 
     baselines SPLIT_DIR SEED   -> one JSON line per baseline (implicit ALS, numpy EASE, textbook ItemKNN)
-    table OURS.jsonl[,OURS2.jsonl...] THEIRS.jsonl[,...] -> the comparison table with our ratios
+    table PROTOCOL OURS.jsonl[,OURS2.jsonl...] THEIRS.jsonl[,...] [PROTOCOL OURS THEIRS ...]
+        -> one comparison table, a row group per protocol, with our ratios to the baselines of
+           the same protocol
 
 Metrics follow the same protocol as `recommender evaluate`: full ranking over the training
 items, the user's training items excluded, binary relevance, averaged over users with a test
@@ -121,40 +123,50 @@ def median_fits(paths):
     runs = [[json.loads(l) for l in open(p) if l.strip()] for p in paths]
     rows = runs[0]
     for i, row in enumerate(rows):
+        if "skipped" in row:  # over the memory budget: no figures
+            continue
         fits = sorted(run[i]["fit_seconds"] for run in runs)
         row["fit_seconds"] = fits[len(fits) // 2]
         row["fit_range"] = (fits[0], fits[-1])
     return rows
 
 
-def table(ours_paths, theirs_paths):
-    ours = median_fits(ours_paths)
-    theirs = {r["model"]: r for r in median_fits(theirs_paths)}
-    rows = [(r["model"] + (f" ({r['chosen']})" if r.get("chosen") else ""), r, "ours") for r in ours]
-    rows += [(name, r, "baseline") for name, r in theirs.items()]
-    als, ease = theirs.get("implicit-als"), theirs.get("numpy-ease")
-    knn = next((r for name, r in theirs.items() if name.startswith("numpy-itemknn")), None)
-    runs = len(ours_paths)
-    header = (f"| {'model':<32} | {'NDCG@10':>8} | {'Recall@20':>9} | {'fit s (median of ' + str(runs) + ')':>20} "
+def table(groups):
+    """groups: [(protocol, ours_paths, theirs_paths)]; ratios compare rows of one protocol only."""
+    runs = len(groups[0][1])
+    header = (f"| {'protocol':<8} | {'model':<32} | {'NDCG@10':>8} | {'Recall@20':>9} "
+              f"| {'fit s (median of ' + str(runs) + ')':>20} "
               f"| {'NDCG vs ALS':>11} | {'NDCG vs EASE':>12} | {'NDCG vs kNN':>11} | {'fit vs ALS':>10} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for name, r, kind in rows:
-        ratio = lambda a, b: f"{a / b:.3f}" if b else "-"
-        vs_als = ratio(r["ndcg@10"], als["ndcg@10"]) if als and kind == "ours" else ""
-        vs_ease = ratio(r["ndcg@10"], ease["ndcg@10"]) if ease and kind == "ours" else ""
-        vs_knn = ratio(r["ndcg@10"], knn["ndcg@10"]) if knn and kind == "ours" and r["model"] == "item-knn" else ""
-        fit_vs = ratio(r["fit_seconds"], als["fit_seconds"]) if als and kind == "ours" else ""
-        lo, hi = r["fit_range"]
-        fit = f"{r['fit_seconds']:.2f} ({lo:.2f}-{hi:.2f})"
-        print(f"| {name:<32} | {r['ndcg@10']:>8.4f} | {r['recall@20']:>9.4f} | {fit:>20} "
-              f"| {vs_als:>11} | {vs_ease:>12} | {vs_knn:>11} | {fit_vs:>10} |")
+    for protocol, ours_paths, theirs_paths in groups:
+        ours = median_fits(ours_paths)
+        theirs = {r["model"]: r for r in median_fits(theirs_paths)}
+        rows = [(r["model"] + (f" ({r['chosen']})" if r.get("chosen") else ""), r, "ours") for r in ours]
+        rows += [(name, r, "baseline") for name, r in theirs.items()]
+        als, ease = theirs.get("implicit-als"), theirs.get("numpy-ease")
+        knn = next((r for name, r in theirs.items() if name.startswith("numpy-itemknn")), None)
+        for name, r, kind in rows:
+            if "skipped" in r:
+                print(f"| {protocol:<8} | {name:<32} | skipped: {r['skipped']}")
+                continue
+            ratio = lambda a, b: f"{a / b:.3f}" if b else "-"
+            ours_row = kind == "ours"
+            vs_als = ratio(r["ndcg@10"], als["ndcg@10"]) if als and ours_row else ""
+            vs_ease = ratio(r["ndcg@10"], ease["ndcg@10"]) if ease and ours_row else ""
+            vs_knn = ratio(r["ndcg@10"], knn["ndcg@10"]) if knn and ours_row and r["model"] == "item-knn" else ""
+            fit_vs = ratio(r["fit_seconds"], als["fit_seconds"]) if als and ours_row else ""
+            lo, hi = r["fit_range"]
+            fit = f"{r['fit_seconds']:.2f} ({lo:.2f}-{hi:.2f})"
+            print(f"| {protocol:<8} | {name:<32} | {r['ndcg@10']:>8.4f} | {r['recall@20']:>9.4f} | {fit:>20} "
+                  f"| {vs_als:>11} | {vs_ease:>12} | {vs_knn:>11} | {fit_vs:>10} |")
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "baselines":
         baselines(sys.argv[2], int(sys.argv[3]))
-    elif sys.argv[1] == "table":
-        table(sys.argv[2].split(","), sys.argv[3].split(","))
+    elif sys.argv[1] == "table" and len(sys.argv) >= 5 and (len(sys.argv) - 2) % 3 == 0:
+        args = sys.argv[2:]
+        table([(args[i], args[i + 1].split(","), args[i + 2].split(",")) for i in range(0, len(args), 3)])
     else:
         sys.exit(__doc__)

@@ -1,7 +1,9 @@
-//! The offline protocol of `recommender evaluate`: every interaction is implicit positive feedback
-//! (deduplicated per user and item); each user's items are split 80/20 at random from the seed;
-//! each model ranks all items except the user's training items; Recall@k = hits / test items,
-//! Precision@k = hits / k, NDCG@k with binary relevance, averaged over users with a test item.
+//! The offline protocols of `recommender evaluate`: every interaction is implicit positive feedback
+//! (deduplicated per user and item); each user's items are split 80/20, at random from the seed
+//! ([`Protocol::Random`], the literature's) or by time, the latest 20 % held out
+//! ([`Protocol::Temporal`], what a nightly retrain faces: tomorrow's interactions from today's
+//! model); each model ranks all items except the user's training items; Recall@k = hits / test
+//! items, Precision@k = hits / k, NDCG@k with binary relevance, averaged over users with a test item.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -24,10 +26,45 @@ pub struct Split {
     pub test: BTreeMap<String, Vec<String>>,
 }
 
+/// How each user's test items are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A seeded random `test_fraction` of the user's items.
+    Random,
+    /// The user's latest `test_fraction` of items (by their latest timestamp, ties by item id).
+    Temporal,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Random => "random",
+            Protocol::Temporal => "temporal",
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "random" => Ok(Protocol::Random),
+            "temporal" => Ok(Protocol::Temporal),
+            other => Err(format!("unknown protocol {other:?}: random or temporal")),
+        }
+    }
+}
+
 /// Deduplicates to one row per (user, item) (latest timestamp), then for each user, in id order,
-/// shuffles the user's items (sorted by id first) with one ChaCha8 stream seeded by `seed` and
-/// holds out `round(test_fraction × n)` of them.
-pub fn split(rows: impl IntoIterator<Item = InteractionRow>, seed: u64, test_fraction: f64) -> Split {
+/// holds out `round(test_fraction × n)` of the user's items: with [`Protocol::Random`], the first
+/// ones after a shuffle (items sorted by id first) by one ChaCha8 stream seeded by `seed`; with
+/// [`Protocol::Temporal`], the latest ones.
+pub fn split(
+    rows: impl IntoIterator<Item = InteractionRow>,
+    protocol: Protocol,
+    seed: u64,
+    test_fraction: f64,
+) -> Split {
     let mut latest: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for r in rows {
         let t = latest.entry(r.user_id).or_default().entry(r.item_id).or_insert(r.timestamp);
@@ -37,7 +74,11 @@ pub fn split(rows: impl IntoIterator<Item = InteractionRow>, seed: u64, test_fra
     let mut out = Split { train: Vec::new(), test: BTreeMap::new() };
     for (user, items) in latest {
         let mut order: Vec<(String, i64)> = items.into_iter().collect();
-        order.shuffle(&mut rng);
+        match protocol {
+            Protocol::Random => order.shuffle(&mut rng),
+            // Latest first; the id breaks ties so the split never depends on row order.
+            Protocol::Temporal => order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0))),
+        }
         let n_test = ((order.len() as f64) * test_fraction).round() as usize;
         let (test, train) = order.split_at(n_test);
         if !test.is_empty() {
@@ -198,9 +239,9 @@ mod tests {
 
     #[test]
     fn split_is_seeded_and_holds_out_a_fifth_of_each_user() {
-        let a = split(rows(), 42, 0.2);
-        let b = split(rows(), 42, 0.2);
-        let c = split(rows(), 43, 0.2);
+        let a = split(rows(), Protocol::Random, 42, 0.2);
+        let b = split(rows(), Protocol::Random, 42, 0.2);
+        let c = split(rows(), Protocol::Random, 43, 0.2);
         assert_eq!(a.test, b.test);
         assert_ne!(a.test, c.test);
         // u0 has 5 distinct items: 1 test, 4 train, and never both.
@@ -209,5 +250,41 @@ mod tests {
             a.train.iter().filter(|r| r.user_id == "u0").map(|r| r.item_id.as_str()).collect();
         assert_eq!(train_u0.len(), 4);
         assert!(!train_u0.contains(&a.test["u0"][0].as_str()));
+    }
+
+    #[test]
+    fn the_temporal_split_holds_out_each_users_latest_fifth_whatever_the_row_order() {
+        let mut shuffled = rows();
+        shuffled.reverse();
+        let a = split(rows(), Protocol::Temporal, 42, 0.2);
+        assert_eq!(a.test, split(shuffled, Protocol::Temporal, 7, 0.2).test, "no seed, no row order");
+        // u6 has 11 items at times 0..11: the latest two are held out, the rest trained on.
+        let u6_items = |t: i64| format!("i{}", (6 * 3 + t) % 17);
+        let mut held = a.test["u6"].clone();
+        held.sort();
+        let mut expected = vec![u6_items(10), u6_items(9)];
+        expected.sort();
+        assert_eq!(held, expected);
+        let latest_train = a.train.iter().filter(|r| r.user_id == "u6").map(|r| r.timestamp).max();
+        assert_eq!(latest_train, Some(8));
+        // A tie on time goes by item id, the largest held out: never by the input's order.
+        let tied: Vec<InteractionRow> = ["b", "a", "c", "d", "e"]
+            .iter()
+            .map(|i| InteractionRow {
+                user_id: "t".into(),
+                item_id: i.to_string(),
+                timestamp: 5,
+                event_type: "enrolled".into(),
+                event_value: None,
+            })
+            .collect();
+        assert_eq!(split(tied, Protocol::Temporal, 42, 0.2).test["t"], ["e"]);
+    }
+
+    #[test]
+    fn protocols_parse_by_name_and_refuse_others() {
+        assert_eq!("temporal".parse::<Protocol>(), Ok(Protocol::Temporal));
+        assert_eq!("random".parse::<Protocol>().map(Protocol::name), Ok("random"));
+        assert!("latest".parse::<Protocol>().unwrap_err().contains("random or temporal"));
     }
 }

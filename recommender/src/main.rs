@@ -103,10 +103,15 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
-    /// Offline evaluation: random per-user 80/20 split, full ranking, Recall/Precision/NDCG.
+    /// Offline evaluation: per-user 80/20 split (random, or the latest 20 % held out), full ranking,
+    /// Recall/Precision/NDCG.
     Evaluate {
         #[arg(long)]
         interactions: PathBuf,
+        /// random: each user's test items drawn from the seed; temporal: each user's latest 20 %
+        /// (what a nightly retrain faces).
+        #[arg(long, default_value = "random")]
+        protocol: evaluate::Protocol,
         #[arg(long, default_value_t = 10)]
         k: usize,
         /// One JSON object per line per model.
@@ -186,11 +191,11 @@ fn run(cli: Cli) -> CliResult<()> {
             println!("{version}");
             Ok(())
         }
-        Command::Evaluate { interactions, k, json, models, dump_split, model } => {
+        Command::Evaluate { interactions, protocol, k, json, models, dump_split, model } => {
             let config = model.config()?;
             let seed = config.seed;
             let rows = read_interactions(&interactions)?.collect::<Result<Vec<_>, _>>()?;
-            let split = evaluate::split(rows, seed, 0.2);
+            let split = evaluate::split(rows, protocol, seed, 0.2);
             if let Some(dir) = dump_split {
                 split.dump(&dir)?;
             }

@@ -1,5 +1,5 @@
 //! `recommender evaluate` as a user runs it: a model over the memory budget is skipped with its
-//! reason and the rest of the list still runs.
+//! reason and the rest of the list still runs; both protocols write the split they evaluated on.
 
 use std::process::Command;
 
@@ -60,4 +60,57 @@ fn the_table_names_the_skipped_model_and_nothing_fitting_is_an_error() {
     let out = evaluate(&["--memory-budget-mb", "1", "--models", "ease"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no model fits the memory budget"));
+}
+
+/// The split `--dump-split` wrote: (user, item, timestamp) of train.csv and (user, item) of test.csv.
+fn dumped(dir: &std::path::Path) -> (Vec<(String, String, i64)>, Vec<(String, String)>) {
+    let train = std::fs::read_to_string(dir.join("train.csv")).unwrap();
+    let train = train
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_owned(), f[1].to_owned(), f[2].parse().unwrap())
+        })
+        .collect();
+    let test = std::fs::read_to_string(dir.join("test.csv")).unwrap();
+    let test = test
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (u, i) = l.split_once(',').unwrap();
+            (u.to_owned(), i.to_owned())
+        })
+        .collect();
+    (train, test)
+}
+
+#[test]
+fn the_temporal_protocol_tests_on_each_users_latest_items_and_random_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    for protocol in ["temporal", "random"] {
+        let split_dir = dir.path().join(protocol);
+        let out = evaluate(&[
+            "--json",
+            "--protocol",
+            protocol,
+            "--models",
+            "popularity",
+            "--dump-split",
+            split_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(line["users"], 60, "{line}");
+        let (train, test) = dumped(&split_dir);
+        // 8 items per user: 2 held out (round(1.6)), 6 trained on.
+        assert_eq!((train.len(), test.len()), (360, 120), "{protocol}");
+        // Each user's items carry times base+0..base+7: temporal holds out +6 and +7 exactly.
+        let latest_trained = |user: &str| train.iter().filter(|r| r.0 == user).map(|r| r.2).max().unwrap();
+        let all_latest = (0..60).all(|u| latest_trained(&format!("u-{u}")) == 1_767_225_600 + 5);
+        assert_eq!(all_latest, protocol == "temporal", "{protocol}");
+    }
+    let out = evaluate(&["--protocol", "newest"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("random or temporal"));
 }
