@@ -62,8 +62,11 @@ fn the_table_names_the_skipped_model_and_nothing_fitting_is_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no model fits the memory budget"));
 }
 
-/// The split `--dump-split` wrote: (user, item, timestamp) of train.csv and (user, item) of test.csv.
-fn dumped(dir: &std::path::Path) -> (Vec<(String, String, i64)>, Vec<(String, String)>) {
+/// train.csv rows as (user, item, timestamp).
+type TrainRows = Vec<(String, String, i64)>;
+
+/// The split `--dump-split` wrote: train.csv and test.csv's (user, item) pairs.
+fn dumped(dir: &std::path::Path) -> (TrainRows, Vec<(String, String)>) {
     let train = std::fs::read_to_string(dir.join("train.csv")).unwrap();
     let train = train
         .lines()
