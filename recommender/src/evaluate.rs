@@ -212,6 +212,7 @@ pub fn default_specs(config: &TrainConfig) -> Vec<ModelSpec> {
         ModelSpec::Popularity { half_life_days: config.popularity_half_life_days },
         ModelSpec::ItemKnn { neighbours: config.knn_neighbours, shrink: config.knn_shrink },
         ModelSpec::Ease { lambda },
+        ModelSpec::SparseEase { lambda, neighbours: config.sparse_ease_neighbours },
         ModelSpec::Ials(config.ials.clone()),
         ModelSpec::EaseIals { lambda, ials: config.ials.clone(), ease_weight },
     ]

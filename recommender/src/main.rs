@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct ModelArgs {
-    /// auto (choose on a time-held-out slice), popularity, item-knn, ease, ials or ease+ials.
+    /// auto (choose on a time-held-out slice), popularity, item-knn, ease, sparse-ease, ials or ease+ials.
     #[arg(long, default_value = "auto")]
     model: String,
     /// Seed for everything random (iALS initialisation, the evaluation split).
@@ -87,7 +87,7 @@ fn spec_named(name: &str, config: &TrainConfig) -> Result<Option<ModelSpec>, Str
         return Ok(None);
     }
     default_specs(config).into_iter().find(|s| s.name() == name).map(Some).ok_or_else(|| {
-        format!("unknown model {name:?}; expected auto, popularity, item-knn, ease, ials or ease+ials")
+        format!("unknown model {name:?}; expected auto, popularity, item-knn, ease, sparse-ease, ials or ease+ials")
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use schemas::EventType;
 
 use crate::algo::ials::IalsParams;
-use crate::algo::{ease, ials, knn, popularity};
+use crate::algo::{ease, ials, knn, popularity, sparse_ease};
 use crate::data::Dataset;
 use crate::input::InteractionRow;
 use crate::metrics;
@@ -47,6 +47,8 @@ pub struct TrainConfig {
     pub ials: IalsParams,
     pub knn_neighbours: usize,
     pub knn_shrink: f32,
+    /// Neighbours per item of sparse EASE, the EASE of catalogs over the dense memory line.
+    pub sparse_ease_neighbours: usize,
     pub popularity_half_life_days: Option<f64>,
     /// Epoch seconds to stamp the model with; `None` uses the clock. Fixed in tests so that two
     /// trainings of the same data give the same bytes.
@@ -76,6 +78,7 @@ impl Default for TrainConfig {
             ials: IalsParams::default(),
             knn_neighbours: 100,
             knn_shrink: 10.0,
+            sparse_ease_neighbours: 200,
             popularity_half_life_days: Some(60.0),
             trained_at: None,
         }
@@ -109,6 +112,8 @@ pub enum TrainError {
     OverMemoryBudget { model: &'static str, items: usize, needed_mib: u64, budget_mib: u64 },
     #[error("EASE failed: {0}")]
     Ease(#[from] ease::NotPositiveDefinite),
+    #[error("{0}")]
+    SparseEase(sparse_ease::SparseEaseError),
     #[error("{0} is too large for this model format (more than 4 billion)")]
     TooLarge(&'static str),
 }
@@ -261,6 +266,15 @@ pub(crate) fn fit_spec(spec: &ModelSpec, data: &Dataset, config: &TrainConfig) -
         ModelSpec::Ease { lambda } => {
             Scorer::DenseItemItem { weights: ease::fit(data, *lambda, config.threads())? }
         }
+        ModelSpec::SparseEase { lambda, neighbours } => Scorer::SparseItemItem(
+            sparse_ease::fit(data, *lambda, *neighbours, config.threads(), config.memory_budget_bytes)
+                .map_err(|e| match e {
+                    sparse_ease::SparseEaseError::OverMemoryBudget { items, needed_mib, budget_mib } => {
+                        TrainError::OverMemoryBudget { model: "sparse-ease", items, needed_mib, budget_mib }
+                    }
+                    other => TrainError::SparseEase(other),
+                })?,
+        ),
         ModelSpec::Ials(p) => Scorer::Factors(ials::fit(data, p, config.seed, config.threads())),
         ModelSpec::EaseIals { lambda, ials: p, ease_weight } => Scorer::Blend(vec![
             (*ease_weight, Scorer::DenseItemItem { weights: ease::fit(data, *lambda, config.threads())? }),
@@ -370,6 +384,15 @@ fn select(data: &Dataset, config: &TrainConfig) -> Result<(ModelSpec, Selection)
     try_candidate(&popularity_spec)?;
     try_candidate(&knn_spec)?;
     let (ials_scorer, _) = try_candidate(&ials_spec)?;
+    if !dense_ok {
+        // Past the dense line, EASE's regression over each item's neighbourhood instead.
+        let lambda = config.ease_lambdas.get(config.ease_lambdas.len() / 2).copied().unwrap_or(300.0);
+        let spec = ModelSpec::SparseEase { lambda, neighbours: config.sparse_ease_neighbours };
+        match try_candidate(&spec) {
+            Err(e @ TrainError::OverMemoryBudget { .. }) => skipped.push(e.to_string()),
+            other => drop(other?),
+        }
+    }
     let mut best_ease: Option<(f64, f64, Scorer)> = None;
     if dense_ok {
         for &lambda in &config.ease_lambdas {
@@ -435,6 +458,39 @@ mod tests {
         let short = data.user_ids.iter().position(|u| u == "short").unwrap();
         assert!(heldout[short].is_empty());
         assert_eq!(train.user(short).idx.len(), 2);
+    }
+
+    #[test]
+    fn past_the_dense_line_sparse_ease_is_a_candidate_within_the_budget() {
+        use crate::synthetic::{SyntheticSpec, generate};
+        let rows = generate(&SyntheticSpec {
+            users: 400,
+            items: 300,
+            min_per_user: 3,
+            max_per_user: 10,
+            seed: 3,
+            ..SyntheticSpec::default()
+        });
+        // 288 of the items are taken. Dense EASE needs 24 × 288² bytes (2.0 MB); 1.9 MB holds
+        // sparse EASE's 200 neighbours per item (0.9 MB), two threads' 200 × 200 systems (0.6 MB)
+        // and these co-occurrences (about 0.15 MB).
+        let config = TrainConfig {
+            memory_budget_bytes: 1_900_000,
+            threads: 2,
+            ials: IalsParams { factors: 8, iterations: 3, ..IalsParams::default() },
+            trained_at: Some(1_767_225_600),
+            ..TrainConfig::default()
+        };
+        let model = crate::train(rows, &config).unwrap();
+        let selection = &model.info().selection;
+        assert!(
+            selection.skipped.len() == 1 && selection.skipped[0].starts_with("ease and ease+ials"),
+            "{:?}",
+            selection.skipped
+        );
+        let names: Vec<&str> = selection.candidates.iter().map(|c| c.spec.name()).collect();
+        assert!(names.contains(&"sparse-ease"), "{names:?}");
+        assert!(selection.candidates.iter().all(|c| !c.spec.is_dense()));
     }
 
     #[test]

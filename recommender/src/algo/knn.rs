@@ -66,7 +66,7 @@ pub(crate) fn fit(data: &Dataset, neighbours: usize, shrink: f32) -> SparseItemI
 }
 
 /// Row h of the result lists every j whose row in `m` holds h, in increasing j.
-fn transpose(m: &SparseItemItem, n: usize) -> SparseItemItem {
+pub(crate) fn transpose(m: &SparseItemItem, n: usize) -> SparseItemItem {
     let mut ptr = vec![0u32; n + 1];
     for &h in &m.idx {
         ptr[h as usize + 1] += 1;

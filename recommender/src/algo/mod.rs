@@ -5,4 +5,5 @@ pub(crate) mod ease;
 pub(crate) mod ials;
 pub(crate) mod knn;
 pub(crate) mod popularity;
+pub(crate) mod sparse_ease;
 pub(crate) mod vector;

@@ -16,6 +16,9 @@ pub enum ModelSpec {
     ItemKnn { neighbours: usize, shrink: f32 },
     /// EASE with L2 penalty `lambda`; a dense items × items matrix.
     Ease { lambda: f64 },
+    /// EASE's regression restricted to each item's `neighbours` most similar items; sparse,
+    /// memory linear in the co-occurrences and the catalog.
+    SparseEase { lambda: f64, neighbours: usize },
     /// Implicit ALS; linear memory in users + items.
     Ials(IalsParams),
     /// EASE and iALS scores, each standardised per user, mixed as
@@ -31,6 +34,7 @@ impl ModelSpec {
             ModelSpec::Popularity { .. } => "popularity",
             ModelSpec::ItemKnn { .. } => "item-knn",
             ModelSpec::Ease { .. } => "ease",
+            ModelSpec::SparseEase { .. } => "sparse-ease",
             ModelSpec::Ials(_) => "ials",
             ModelSpec::EaseIals { .. } => "ease+ials",
         }
