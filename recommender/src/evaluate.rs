@@ -131,6 +131,10 @@ pub struct Evaluation {
     pub ndcg_at_k: f64,
     pub precision_at_k: f64,
     pub fit_seconds: f64,
+    /// The process's peak resident memory during the fit, in MiB (Linux: the high-water mark is
+    /// reset before the fit and read after it; `None` where that is not possible). It includes
+    /// what the process held before, the split among it.
+    pub fit_peak_rss_mib: Option<f64>,
     /// Users with at least one test item: the ones averaged over.
     pub users: usize,
 }
@@ -150,6 +154,9 @@ impl Evaluation {
         m.insert(format!("ndcg@{k}"), self.ndcg_at_k.into());
         m.insert(format!("precision@{k}"), self.precision_at_k.into());
         m.insert("fit_seconds".into(), self.fit_seconds.into());
+        if let Some(peak) = self.fit_peak_rss_mib {
+            m.insert("fit_peak_rss_mib".into(), peak.into());
+        }
         m.insert("users".into(), self.users.into());
         serde_json::Value::Object(m)
     }
@@ -170,9 +177,11 @@ pub fn evaluate(
         min_event_value: None,
         ..base.clone()
     };
+    let peak_reset = reset_peak_rss();
     let started = Instant::now();
     let model = train(split.train.iter().cloned(), &config)?;
     let fit_seconds = started.elapsed().as_secs_f64();
+    let fit_peak_rss_mib = if peak_reset { peak_rss_mib() } else { None };
 
     let (mut recall_k, mut recall_2k, mut ndcg_k, mut precision_k, mut users) = (0.0, 0.0, 0.0, 0.0, 0);
     for (user, items) in &split.test {
@@ -199,8 +208,23 @@ pub fn evaluate(
         ndcg_at_k: mean(ndcg_k),
         precision_at_k: mean(precision_k),
         fit_seconds,
+        fit_peak_rss_mib,
         users,
     })
+}
+
+/// Resets the kernel's high-water mark of this process's resident memory (Linux ≥ 4.0: writing 5
+/// to `/proc/self/clear_refs`); false where that is not possible.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// `VmHWM` of `/proc/self/status`, in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// The fixed-setting models `evaluate` reports besides `auto`: each with the defaults of `config`.

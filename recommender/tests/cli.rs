@@ -117,3 +117,18 @@ fn the_temporal_protocol_tests_on_each_users_latest_items_and_random_does_not() 
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("random or temporal"));
 }
+
+#[test]
+#[cfg(target_os = "linux")]
+fn each_fit_reports_its_peak_memory() {
+    // Dense EASE on 400 items holds 24 × 400² bytes (3.7 MiB) at its peak; popularity nearly nothing.
+    let out = evaluate(&["--json", "--models", "popularity,ease"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let peaks: Vec<f64> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["fit_peak_rss_mib"].as_f64().unwrap())
+        .collect();
+    assert!(peaks.iter().all(|&p| p > 1.0), "{stdout}");
+    assert!(peaks[1] - peaks[0] > 3.0, "EASE's peak should exceed popularity's by its matrices: {stdout}");
+}
