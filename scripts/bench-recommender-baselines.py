@@ -136,8 +136,7 @@ def table(groups):
     runs = len(groups[0][1])
     header = (f"| {'protocol':<8} | {'model':<32} | {'NDCG@10':>8} | {'Recall@20':>9} "
               f"| {'fit s (median of ' + str(runs) + ')':>20} "
-              f"| {'NDCG vs ALS':>11} | {'NDCG vs EASE':>12} | {'NDCG vs kNN':>11} | {'fit vs ALS':>10} "
-              f"| {'fit peak MiB':>12} |")
+              f"| {'NDCG vs ALS':>11} | {'NDCG vs EASE':>12} | {'NDCG vs kNN':>11} | {'fit vs ALS':>10} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for protocol, ours_paths, theirs_paths in groups:
@@ -159,9 +158,8 @@ def table(groups):
             fit_vs = ratio(r["fit_seconds"], als["fit_seconds"]) if als and ours_row else ""
             lo, hi = r["fit_range"]
             fit = f"{r['fit_seconds']:.2f} ({lo:.2f}-{hi:.2f})"
-            peak = f"{r['fit_peak_rss_mib']:.0f}" if r.get("fit_peak_rss_mib") else ""
             print(f"| {protocol:<8} | {name:<32} | {r['ndcg@10']:>8.4f} | {r['recall@20']:>9.4f} | {fit:>20} "
-                  f"| {vs_als:>11} | {vs_ease:>12} | {vs_knn:>11} | {fit_vs:>10} | {peak:>12} |")
+                  f"| {vs_als:>11} | {vs_ease:>12} | {vs_knn:>11} | {fit_vs:>10} |")
 
 
 if __name__ == "__main__":
