@@ -149,6 +149,20 @@ enum Command {
     Info { path: PathBuf },
 }
 
+/// `println!` for the program's output, except that a reader who closed the pipe (`| head -1`)
+/// ends the program quietly with success, as Unix tools do; `println!` would panic there.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("failed printing to stdout: {e}");
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -188,7 +202,7 @@ fn run(cli: Cli) -> CliResult<()> {
                     serde_json::to_string(&c.spec)?
                 );
             }
-            println!("{version}");
+            out!("{version}");
             Ok(())
         }
         Command::Evaluate { interactions, protocol, k, json, models, dump_split, model } => {
@@ -206,7 +220,7 @@ fn run(cli: Cli) -> CliResult<()> {
                 None => default_specs(&config).into_iter().map(Some).chain([None]).collect(),
             };
             if !json {
-                println!(
+                out!(
                     "{:<12} {:>10} {:>9} {:>10} {:>12} {:>8}  chosen",
                     "model",
                     format!("recall@{k}"),
@@ -224,9 +238,9 @@ fn run(cli: Cli) -> CliResult<()> {
                 let e = match evaluate::evaluate(&split, spec.as_ref(), &config, k) {
                     Err(e @ TrainError::OverMemoryBudget { .. }) => {
                         if json {
-                            println!("{}", serde_json::json!({"model": name, "skipped": e.to_string()}));
+                            out!("{}", serde_json::json!({"model": name, "skipped": e.to_string()}));
                         } else {
-                            println!("{name:<12} skipped: {e}");
+                            out!("{name:<12} skipped: {e}");
                         }
                         continue;
                     }
@@ -234,9 +248,9 @@ fn run(cli: Cli) -> CliResult<()> {
                 };
                 evaluated += 1;
                 if json {
-                    println!("{}", e.to_json());
+                    out!("{}", e.to_json());
                 } else {
-                    println!(
+                    out!(
                         "{:<12} {:>10.4} {:>9.4} {:>10.4} {:>12.4} {:>8.2}  {}",
                         e.model,
                         e.recall_at_k,
@@ -262,7 +276,7 @@ fn run(cli: Cli) -> CliResult<()> {
             } else {
                 Model::load(&path)?
             };
-            println!("{}", serde_json::to_string_pretty(model.info())?);
+            out!("{}", serde_json::to_string_pretty(model.info())?);
             Ok(())
         }
     }
@@ -295,14 +309,22 @@ fn bench(
     let dir =
         dir.unwrap_or_else(|| std::env::temp_dir().join(format!("recommender-bench-{}", std::process::id())));
     std::fs::create_dir_all(&dir)?;
-    println!(
+    out!(
         "synthetic data: {users} users, {items} items, {} rows; top-{n}, {queries} queries per row; SIMD: {}",
         rows.len(),
         recommender::simd_level()
     );
-    println!(
+    out!(
         "{:<10} {:>7} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "model", "items", "fit s", "file MB", "load ms", "p50 µs", "p99 µs", "mean µs", "unknown µs"
+        "model",
+        "items",
+        "fit s",
+        "file MB",
+        "load ms",
+        "p50 µs",
+        "p99 µs",
+        "mean µs",
+        "unknown µs"
     );
     for name in models.split(',').map(str::trim) {
         let spec = spec_named(name, config)?.ok_or("bench needs named models, not auto")?;
@@ -349,7 +371,7 @@ fn bench(
         }
         let unknown = t.elapsed() / queries as u32;
         assert!(checksum > 0, "the benchmark must produce recommendations");
-        println!(
+        out!(
             "{:<10} {:>7} {:>9.2} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>12.1}",
             name,
             model.n_items(),

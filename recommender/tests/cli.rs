@@ -132,3 +132,26 @@ fn each_fit_reports_its_peak_memory() {
     assert!(peaks.iter().all(|&p| p > 1.0), "{stdout}");
     assert!(peaks[1] - peaks[0] > 3.0, "EASE's peak should exceed popularity's by its matrices: {stdout}");
 }
+
+#[test]
+fn a_reader_that_closes_the_pipe_early_ends_the_program_quietly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = interactions(dir.path());
+    // As `recommender evaluate … | head -1`: the first line is read, then the pipe is closed
+    // while the other models still have lines to write.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recommender"))
+        .args(["evaluate", "--json", "--models", "popularity,item-knn,ials,ease,auto", "--interactions"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("\"popularity\""), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
